@@ -1,0 +1,23 @@
+# Third-party dependencies, all from Debian packages (scripts/install-deps.sh).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3 REQUIRED)
+find_package(Boost 1.81 REQUIRED)
+pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
+pkg_check_modules(LIBNL REQUIRED IMPORTED_TARGET libnl-3.0 libnl-route-3.0)
+pkg_check_modules(YAMLCPP REQUIRED IMPORTED_TARGET yaml-cpp)
+pkg_check_modules(SYSTEMD IMPORTED_TARGET libsystemd)
+
+# Boost.Asio is header-only; this interface target carries its settings so that only the
+# data-plane sources that need it pay for its headers.
+add_library(halb_asio INTERFACE)
+target_include_directories(halb_asio SYSTEM INTERFACE ${Boost_INCLUDE_DIRS})
+target_compile_definitions(halb_asio INTERFACE
+  BOOST_ASIO_NO_DEPRECATED
+  BOOST_ASIO_DISABLE_BOOST_COROUTINE
+  BOOST_ASIO_NO_TS_EXECUTORS)
+target_link_libraries(halb_asio INTERFACE Threads::Threads OpenSSL::SSL OpenSSL::Crypto)
+
+if(HALB_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
