@@ -1,0 +1,96 @@
+#pragma once
+// The backend pools as the data plane sees them: an immutable snapshot built on the control
+// thread (config + active health + outlier ejections + admin state + slow start) and posted
+// to every worker, which swaps its pointer. Workers never lock to read it.
+//
+// Contract between the pure balancing logic (algorithms, health, stickiness) and the data
+// plane (balancer/worker*, proxies): the data plane asks `Selector::select` for a server and
+// reports outcomes through `ServerStats` and `OutcomeSink`.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/net.h"
+#include "common/time.h"
+#include "config/config.h"
+
+namespace halb::balancer {
+
+// Counters shared by all workers for one server; they outlive snapshots (keyed by server id)
+// so that least_conn sees connections opened under an older snapshot.
+struct ServerStats {
+  std::atomic<int64_t> active{0};  // connections (tcp) or requests in flight (http)
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> connectFailures{0};
+  std::atomic<uint64_t> responses5xx{0};
+  std::atomic<uint64_t> bytesToServer{0};
+  std::atomic<uint64_t> bytesFromServer{0};
+};
+
+enum class AdminState : uint8_t { Ready, Drain, Maint };
+const char* toString(AdminState s);
+
+struct ServerView {
+  const config::Server* config = nullptr;  // name, address, configured weight, id
+  uint64_t id = 0;
+  SocketAddress address;
+  uint32_t weight = 0;      // effective: configured x admin x slow-start ramp; 0 = no new users
+  bool healthy = false;     // active check says up, and not ejected by outlier detection
+  AdminState admin = AdminState::Ready;
+  std::shared_ptr<ServerStats> stats;
+
+  // May receive a new user (not sticky): healthy, weight > 0, Ready.
+  bool acceptsNew() const { return healthy && weight > 0 && admin == AdminState::Ready; }
+  // May keep a user already stuck to it: a draining server keeps its sticky users.
+  bool acceptsSticky() const { return healthy && admin != AdminState::Maint; }
+};
+
+class Selector;
+
+struct BackendView {
+  const config::Backend* config = nullptr;
+  uint64_t id = 0;
+  std::vector<ServerView> servers;
+  // Built on the control thread when the snapshot is built (e.g. the Maglev lookup table);
+  // shared read-only by all workers.
+  std::shared_ptr<const void> algorithmState;
+
+  const ServerView* findServer(uint64_t serverId) const;
+  size_t usableCount() const;  // servers with acceptsNew()
+};
+
+struct PoolSnapshot {
+  config::ConfigPtr config;  // keeps every config:: pointer above alive
+  uint64_t generation = 0;
+  std::vector<BackendView> backends;
+
+  const BackendView* findBackend(uint64_t backendId) const;
+  const BackendView* findBackend(std::string_view name) const;
+};
+using PoolSnapshotPtr = std::shared_ptr<const PoolSnapshot>;
+
+// What a pick may use about the request.
+struct PickContext {
+  const IpAddress* clientAddress = nullptr;   // source_hash, maglev (tcp)
+  uint64_t hashKey = 0;                       // maglev/source_hash key when not the address
+  std::span<const uint64_t> exclude;          // servers already tried for this request (retries)
+};
+
+// Per-worker, per-backend balancing state (round-robin positions, RNG). Never shared across
+// threads, so no atomics beyond ServerStats.
+class Selector {
+ public:
+  virtual ~Selector() = default;
+  // A server that acceptsNew(), or nullptr when none is usable.
+  virtual const ServerView* select(const BackendView& backend, const PickContext& ctx) = 0;
+};
+
+// `seed` makes random choices reproducible in tests; workers pass distinct seeds.
+std::unique_ptr<Selector> makeSelector(config::Algorithm algorithm, uint64_t seed);
+
+}  // namespace halb::balancer
