@@ -6,8 +6,10 @@
 #endif
 
 #include "app/admin.h"
+#include "app/wire_vrrp.h"
 #include "common/log.h"
 #include "config/loader.h"
+#include "vrrp/instance.h"
 
 #ifndef HALB_VERSION
 #define HALB_VERSION "unknown"
@@ -17,7 +19,9 @@ namespace halb::app {
 
 // The services this node runs; each is null when the configuration does not ask for it.
 // Wiring code for each service lives in startServices().
-struct Node::Services {};
+struct Node::Services {
+  std::unique_ptr<vrrp::Instance> vrrp;
+};
 
 Node::Node(config::ConfigPtr config, std::string configPath, std::string nodeName)
     : config_(std::move(config)),
@@ -82,6 +86,7 @@ void Node::startServices() {
     reload();
     return AdminResponse::text(202, "reload requested; see the log and /metrics\n");
   });
+  services_->vrrp = wireVrrp(*this);
 }
 
 int Node::run() {

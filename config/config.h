@@ -195,6 +195,7 @@ struct Vrrp {
   VrrpAuth auth = VrrpAuth::None;
   std::string authKeyFile;
   Duration vipLifetime = 2s;  // valid_lft of the VIP, renewed by the live master
+  Duration handoverHold = 5min;  // after `halb handover`, do not preempt back for this long
   Garp garp;
   Tracking track;
   std::string notify;  // command run with the new state as argument

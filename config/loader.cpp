@@ -764,6 +764,7 @@ void readVrrp(Reader& r, const LoadOptions& opt, MapView m, Vrrp& v) {
     r.error(m.mark(), m.join("auth_key_file"), "is required with auth: hmac");
   if (v.auth == VrrpAuth::Hmac) checkKeyFile(r, opt, m, "auth_key_file", v.authKeyFile);
   readDuration(r, m, "vip_lifetime", v.vipLifetime, 1s, std::chrono::hours(1));
+  readDuration(r, m, "handover_hold", v.handoverHold, 0ms, std::chrono::hours(24));
   {
     MapView g = m.child("garp");
     readUint(r, g, "count", v.garp.count, 1, 100);
