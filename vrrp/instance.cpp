@@ -119,7 +119,8 @@ std::string Instance::Impl::start() {
 
   // The advert source: the configured one when it is of the VIPs' family, else the
   // interface's own (RFC 9568 §5.1.1.1: the primary IPv4 address; §5.1.2.1: link-local).
-  if (cfg.sourceAddress && cfg.sourceAddress->family() == family) {
+  if (cfg.sourceAddress && cfg.sourceAddress->family() == family &&
+      (cfg.sourceAddress->isV4() || cfg.sourceAddress->isLinkLocal())) {
     source = *cfg.sourceAddress;
   } else if (auto a = interfaceSourceAddress(cfg.interface, family, vipAddresses)) {
     source = *a;

@@ -8,3 +8,6 @@ add_test(NAME netns_vrrp_keepalived
   COMMAND ${CMAKE_CURRENT_LIST_DIR}/vrrp_keepalived.sh $<TARGET_FILE:halb> $<TARGET_FILE:vrrp_probe>)
 set_tests_properties(netns_vrrp_failover netns_vrrp_keepalived PROPERTIES
   LABELS netns RUN_SERIAL TRUE TIMEOUT 300)
+add_test(NAME netns_vrrp_modes
+  COMMAND ${CMAKE_CURRENT_LIST_DIR}/vrrp_modes.sh $<TARGET_FILE:halb> $<TARGET_FILE:vrrp_probe>)
+set_tests_properties(netns_vrrp_modes PROPERTIES LABELS netns RUN_SERIAL TRUE TIMEOUT 300)
