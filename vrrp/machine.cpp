@@ -158,14 +158,22 @@ Actions Machine::onAdvert(const Advert& advert, const IpAddress& source, TimePoi
       // §6.4.3: a better master exists.
       masterAdverInterval_ = advert.interval();
       masterAddress_ = source;
-      return becomeBackup(now, advert.priority > mine ? "higher priority advert"
-                                                       : "equal priority from greater address");
+      Actions b = becomeBackup(now, advert.priority > mine ? "higher priority advert"
+                                                            : "equal priority from greater address");
+      // (e): two masters means neighbours may have followed our announcements. One parting
+      // advert (sent after our VIPs are gone) makes the winner re-announce them.
+      b.sendAdvert = mine;
+      return b;
     }
     // (e): the other node thinks it is master too (healed partition). Advertise now so it
     // steps down, and re-announce the VIPs to neighbours that followed it.
     a.sendAdvert = mine;
     adverTimer_ = now + config_.advertInterval;
-    if (!lastForcedGarp_ || now - *lastForcedGarp_ >= kForcedGarpSpacing) {
+    // Re-announce once per incident: a lower advert after a quiet spell is a new split (its
+    // sender may just have sent GARPs); a continuous stream is limited to one per spacing.
+    bool newIncident = !lastLowerAdvert_ || now - *lastLowerAdvert_ > 3 * config_.advertInterval;
+    lastLowerAdvert_ = now;
+    if (newIncident || !lastForcedGarp_ || now - *lastForcedGarp_ >= kForcedGarpSpacing) {
       a.garp = true;
       lastForcedGarp_ = now;
     }

@@ -29,8 +29,11 @@
 //      it wanted to preempt. While waiting it accepts the lower master's adverts (as keepalived's
 //      preempt_delay does); afterwards it discards them and the RFC timer takes it over.
 //  (e) Split-brain repair: a master hearing a lower-priority master advertises at once and
-//      re-announces its VIPs (at most once per kForcedGarpSpacing), so neighbours that followed
-//      the other node's GARPs come back (keepalived#20, #160).
+//      re-announces its VIPs (once per incident, and at most once per kForcedGarpSpacing while
+//      lower adverts keep coming), so neighbours that followed the other node's GARPs come back
+//      (keepalived#20, #160). A master that yields to a better
+//      one sends one parting advert with its own priority, so the winner hears of the split
+//      and re-announces even when the loser stepped down before its next regular advert.
 //  (f) Fault: setLinkUp(false) (the VRRP interface lost its link) releases the VIPs and stays
 //      silent until the link returns, then starts over in Backup.
 #include <cstdint>
@@ -60,7 +63,7 @@ struct MachineConfig {
   Duration peerLostMargin = 0s;     // (c): 0 = max(Master_Adver_Interval / 2, 20 ms)
 };
 
-// Re-announcing VIPs on a lower-priority advert is rate-limited to this spacing (e).
+// Re-announcing VIPs while lower-priority adverts keep arriving is limited to this spacing (e).
 inline constexpr Duration kForcedGarpSpacing = 1s;
 
 struct Actions {
@@ -121,6 +124,7 @@ class Machine {
   std::optional<TimePoint> preemptSince_;     // Backup, (d)
   std::optional<TimePoint> holdUntil_;        // (b)
   std::optional<TimePoint> lastForcedGarp_;   // Master, (e)
+  std::optional<TimePoint> lastLowerAdvert_;  // Master, (e)
   std::optional<IpAddress> masterAddress_;    // Backup: who we follow
 };
 

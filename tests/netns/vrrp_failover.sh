@@ -107,8 +107,10 @@ ip -n $BR link set pb master br0
 t=$(now_ms)
 check "healed: exactly one master (lb1)" wait_for 1000 holder_is lb1
 log "one master $(( $(now_ms) - t )) ms after the heal"
-probe_start 600; probe_wait
-check "client reaches lb1 after the heal" grep -q "CHANGE .* lb1" "$PROBE_OUT"
+probe_start 1000; probe_wait
+if ! check "client reaches lb1 after the heal" grep -q "CHANGE .* lb1" "$PROBE_OUT"; then
+  cat "$PROBE_OUT"; ip -n $NC neigh show; ip -n $NA link show eth0 | head -2; ip -n $NB link show eth0 | head -2
+fi
 
 log "--- 7. clean stop (SIGTERM): priority 0, backup takes over after Skew_Time"
 sleep 0.5

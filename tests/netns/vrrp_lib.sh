@@ -32,7 +32,7 @@ now_ms() { date +%s%3N; }
 log() { echo "[$(date +%T.%3N)] $*"; }
 pass() { PASSES=$((PASSES + 1)); log "PASS: $*"; }
 fail() { FAILS=$((FAILS + 1)); log "FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
+check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; return 1; fi; }
 
 setup_topology() {
   ip netns add $BR && ip netns add $NA && ip netns add $NB && ip netns add $NC || exit 1
@@ -50,6 +50,10 @@ setup_topology() {
   done
   # Let the client learn neighbours from gratuitous ARP the Linux way (update, not create).
   ip netns exec $NC sysctl -qw net.ipv4.conf.eth0.arp_accept=0
+  if [ "${CAPTURE:-0}" = 1 ]; then  # debugging aid: ARP and VRRP as the client sees them
+    ip netns exec $NC tcpdump -i eth0 -nn -e -tt -l 'arp or ip proto 112' > "$WORK/client.pcap.txt" 2>/dev/null &
+    PIDS+=("$!")
+  fi
 }
 
 # start_halb NS NODE CONFIG -> PID in $LAST_PID, log in $WORK/NODE.log

@@ -155,7 +155,7 @@ TEST_F(MachineTest, MasterYieldsToHigherPriority) {
   Actions a = m.onAdvert(advert(101, 200ms), kPeer, clock_.now());
   EXPECT_EQ(a.newState, State::Backup);
   EXPECT_TRUE(a.releaseVips);
-  EXPECT_FALSE(a.sendAdvert);
+  EXPECT_EQ(a.sendAdvert, 100);  // the parting advert of extension (e)
   // MDI from the new master's 200 ms: 600 + 156*200/256 = 721.875 ms.
   EXPECT_EQ(a.nextDeadline, t0_ + 400ms + nanoseconds(721'875'000));
 }
@@ -422,8 +422,13 @@ TEST_F(MachineTest, LowerPriorityMasterTriggersReassertionAndRateLimitedGarp) {
   a = m.onAdvert(advert(100), kPeer, clock_.now());
   EXPECT_EQ(a.sendAdvert, 150);
   EXPECT_FALSE(a.garp);  // within kForcedGarpSpacing
-  clock_.set(t0_ + 1400ms);
-  EXPECT_TRUE(m.onAdvert(advert(100), kPeer, clock_.now()).garp);
+  for (Duration t = 600ms; t < 1400ms; t += 100ms)  // the same incident goes on
+    EXPECT_FALSE(m.onAdvert(advert(100), kPeer, t0_ + t).garp) << toMillis(t);
+  EXPECT_TRUE(m.onAdvert(advert(100), kPeer, t0_ + 1400ms).garp);  // 1 s since the last one
+  EXPECT_FALSE(m.onAdvert(advert(100), kPeer, t0_ + 1450ms).garp);
+  // Quiet for more than 3 intervals, then a lower advert again: a new split, re-announce at
+  // once even though the last announcement was under 1 s ago.
+  EXPECT_TRUE(m.onAdvert(advert(100), kPeer, t0_ + 1751ms).garp);
 }
 
 TEST_F(MachineTest, LinkDownIsFaultAndLinkUpStartsOver) {
@@ -454,6 +459,7 @@ class Lan {
     bool alive = true;
     int segment = 0;  // nodes hear each other only within one segment (partitions)
     bool vips = false;
+    int garps = 0;
     std::vector<std::pair<Duration, State>> transitions;
   };
 
@@ -502,6 +508,7 @@ class Lan {
   void apply(Node& from, const Actions& a) {
     if (a.claimVips) from.vips = true;
     if (a.releaseVips) from.vips = false;
+    if (a.garp) ++from.garps;
     if (a.newState) from.transitions.push_back({elapsed(), *a.newState});
     if (a.sendAdvert) queue_.push_back({&from, advert(*a.sendAdvert, from.machine->config().advertInterval)});
     if (delivering_) return;
@@ -592,8 +599,11 @@ TEST(LanTest, HealedPartitionLeavesOneMaster) {
     b.segment = 1;  // partition
     lan.runFor(2s);
     EXPECT_EQ(lan.masters(), 2);  // each side elects itself: expected while split
+    int garpsBefore = a.garps;
     b.segment = 0;  // heal
     lan.runFor(1s);
+    // The winner re-announces: clients that followed B's announcements come back.
+    EXPECT_EQ(a.garps, garpsBefore + 1) << preempt;
     EXPECT_EQ(lan.masters(), 1) << preempt;
     EXPECT_EQ(a.machine->state(), State::Master) << preempt;
     EXPECT_EQ(lan.vipHolders(), 1) << preempt;
