@@ -35,7 +35,7 @@ std::unique_ptr<vrrp::Instance> wireVrrp(Node& node) {
   node.addMetrics([p](PromWriter& w) { p->writeMetrics(w); });
   node.onStop([p](std::function<void()> done) {
     p->stop(/*graceful=*/true);
-    done();
+    p->whenHooksIdle(std::move(done));
   });
   node.admin().handle("POST", "/handover", [p](const AdminRequest&) {
     if (!p->handover()) return AdminResponse::text(409, "not master: nothing to hand over\n");

@@ -59,6 +59,7 @@ NotifyRunner::NotifyRunner(uv::Loop& loop, std::string command, std::chrono::mil
 
 NotifyRunner::~NotifyRunner() {
   killTimer_.reset();
+  idleTimer_.reset();
   // A hook still running is left to finish; uv::Process closes its handle on exit.
   running_.reset();
 }
@@ -68,6 +69,22 @@ void NotifyRunner::notify(const std::string& newState, const std::string& oldSta
   if (queue_.size() >= kMaxQueued) queue_.pop_front();
   queue_.emplace_back(newState, oldState);
   if (!running_) next();
+}
+
+void NotifyRunner::whenIdle(std::function<void()> done, std::chrono::milliseconds maxWait) {
+  if (!running_ && queue_.empty()) {
+    done();
+    return;
+  }
+  onIdle_ = std::move(done);
+  if (!idleTimer_) idleTimer_ = std::make_unique<uv::Timer>(loop_);
+  idleTimer_->start(maxWait, [this] {
+    queue_.clear();
+    if (running_) {
+      HALB_LOG(Warn, "vrrp") << "notify hook still running at shutdown; killing it";
+      running_->kill(SIGKILL);  // its exit callback reports idle
+    }
+  });
 }
 
 void NotifyRunner::next() {
@@ -104,6 +121,12 @@ void NotifyRunner::next() {
       HALB_LOG(Warn, "vrrp") << "notify hook still running after " << timeout_.count() << " ms; killing it";
       running_->kill(SIGKILL);
     });
+  }
+  if (!running_ && queue_.empty() && onIdle_) {
+    if (idleTimer_) idleTimer_->stop();
+    auto done = std::move(onIdle_);
+    onIdle_ = nullptr;
+    done();
   }
 }
 

@@ -46,6 +46,9 @@ class NotifyRunner {
   NotifyRunner(uv::Loop& loop, std::string command, std::chrono::milliseconds timeout);
   ~NotifyRunner();
   void notify(const std::string& newState, const std::string& oldState);
+  // Calls `done` once no hook runs or waits; a hook still running after `maxWait` is killed
+  // (and what was queued dropped). For a clean shutdown of the loop.
+  void whenIdle(std::function<void()> done, std::chrono::milliseconds maxWait);
   uint64_t started() const { return started_; }
   uint64_t failed() const { return failed_; }
 
@@ -58,6 +61,8 @@ class NotifyRunner {
   std::deque<std::pair<std::string, std::string>> queue_;
   std::unique_ptr<uv::Process> running_;
   std::unique_ptr<uv::Timer> killTimer_;
+  std::unique_ptr<uv::Timer> idleTimer_;
+  std::function<void()> onIdle_;
   uint64_t started_ = 0, failed_ = 0;
 };
 

@@ -433,6 +433,14 @@ std::string Instance::start() {
 
 void Instance::stop(bool graceful) { impl_->stop(graceful); }
 
+void Instance::whenHooksIdle(std::function<void()> done) {
+  if (!impl_->notifier) {
+    done();
+    return;
+  }
+  impl_->notifier->whenIdle(std::move(done), std::chrono::milliseconds(5000));
+}
+
 bool Instance::handover() {
   if (!impl_->running || impl_->machine->state() != State::Master) return false;
   impl_->apply(impl_->machine->handover(impl_->now()));

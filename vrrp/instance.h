@@ -48,6 +48,9 @@ class Instance {
   // graceful: a master sends priority 0 so the backup takes over after Skew_Time. Either way
   // the VIPs are removed and the sockets closed.
   void stop(bool graceful = true);
+  // Calls `done` when the notify hooks started so far have finished (a hook still running
+  // after 5 s is killed), so a stopping node does not cut its last hook short.
+  void whenHooksIdle(std::function<void()> done);
   // Gives mastership up cleanly (priority 0, VIPs released, no preemption back for
   // vrrp.handover_hold). False when this node is not master.
   bool handover();

@@ -48,6 +48,29 @@ TEST_F(NotifyTest, KillsAHookThatHangs) {
   ASSERT_TRUE(loop_.runUntil([&] { return r.failed() == 1; }, std::chrono::seconds(5)));
 }
 
+TEST_F(NotifyTest, WhenIdleWaitsForTheRunningHook) {
+  NotifyRunner r(loop_, "sleep 0.05; echo >> " + out_, std::chrono::milliseconds(5000));
+  bool idle = false;
+  r.whenIdle([&] { idle = true; }, std::chrono::milliseconds(5000));
+  EXPECT_TRUE(idle);  // nothing ran: at once
+  idle = false;
+  r.notify("MASTER", "BACKUP");
+  r.whenIdle([&] { idle = true; }, std::chrono::milliseconds(5000));
+  EXPECT_FALSE(idle);
+  ASSERT_TRUE(loop_.runUntil([&] { return idle; }, std::chrono::seconds(5)));
+  EXPECT_EQ(readFile(out_), "MASTER BACKUP\n");
+}
+
+TEST_F(NotifyTest, WhenIdleKillsAHookThatOutstaysTheBound) {
+  NotifyRunner r(loop_, "sleep 30 #", std::chrono::milliseconds(60000));
+  r.notify("MASTER", "BACKUP");
+  r.notify("BACKUP", "MASTER");  // queued, dropped at the bound
+  bool idle = false;
+  r.whenIdle([&] { idle = true; }, std::chrono::milliseconds(50));
+  ASSERT_TRUE(loop_.runUntil([&] { return idle; }, std::chrono::seconds(5)));
+  EXPECT_EQ(r.started(), 1u);
+}
+
 TEST_F(NotifyTest, ArgumentsAreNotReparsedByTheShell) {
   NotifyRunner r(loop_, "printf '%s|' >> " + out_, std::chrono::milliseconds(5000));
   r.notify("MASTER; touch " + dir_ + "/pwned", "BACKUP");
