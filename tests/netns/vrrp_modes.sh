@@ -120,5 +120,30 @@ st=$(status_of $NB)
 check "other key: lb2 counts the dropped adverts" grep -q '"auth_key_id":[1-9]' <<< "$st"
 log "lb2 adverts: $(grep -o '"adverts":{[^}]*}[^}]*}' <<< "$st")"
 stop_pid $PA; stop_pid $PB
+sleep 2.5   # let lb1's VIP expire... it was removed on stop; keep the pause for the peer's ARP
+
+log "--- 4. 10 ms adverts: no flapping under CPU load, failover within 3×10 ms + skew + 100 ms"
+write_config "$WORK/fast.yaml" "$VIP/24" "  advert_interval: 10ms
+  preempt: true"
+sed -i 's/^  advert_interval: 100ms$//' "$WORK/fast.yaml"
+start_halb $NA lb1 "$WORK/fast.yaml"; PA=$LAST_PID
+start_halb $NB lb2 "$WORK/fast.yaml"; PB=$LAST_PID
+check "10 ms: lb1 becomes the single master" wait_for 3000 holder_is lb1
+sleep 0.5
+before=$(cat "$WORK"/lb*.log | grep -c -- "->")
+# Two busy loops (one per core on the CI machine) for 5 s, bounded by timeout(1).
+hogs=()
+for i in 1 2; do timeout 5 sh -c 'while :; do :; done' & hogs+=("$!"); PIDS+=("$!"); done
+for h in "${hogs[@]}"; do wait "$h" 2>/dev/null; done
+after=$(cat "$WORK"/lb*.log | grep -c -- "->")
+check "10 ms: no state change during 5 s of CPU load" test "$before" = "$after"
+check "10 ms: still one master after the load" holder_is lb1
+late=$(status_of $NA | grep -o '"state":"[A-Z]*"' | head -1)
+log "lb1 after load: $late; $(ip netns exec $NA curl -s http://127.0.0.1:9100/metrics | grep -E '^halb_vrrp_timer_(late_total|max_lateness)' | tr '\n' ' ')"
+probe_start 1500; sleep 0.5
+t=$(now_ms); kill -KILL $PA; wait $PA 2>/dev/null
+probe_wait
+measure lb2 $t 137 "10 ms SIGKILL"
+stop_pid $PB
 
 finish
