@@ -24,6 +24,7 @@ Run as a script it offers small probes that run inside a namespace (ip netns exe
     halbnet.py arp-probe IFACE TARGET_IP [--window S]   MACs that answer ARP for TARGET_IP
     halbnet.py http-get URL [--source IP]                prints the X-Backend header
     halbnet.py echo HOST PORT [--source IP]              exits 0 if an echo came back intact
+    halbnet.py garp IFACE IP [--count N]                 announce IP from this namespace
 """
 from __future__ import annotations
 
@@ -558,6 +559,18 @@ class Topology:
         data = json.loads(sh(["ip", "-n", self.ns(role), "-j", "addr", "show"]).stdout)
         return any(a.get("local") == addr for link in data for a in link.get("addr_info", []))
 
+    def add_vip(self, role: str, vip: Optional[str] = None, garp: bool = True):
+        """Configures the VIP on a node and announces it (what a master does; for tests of the
+        harness and the drill that run without halb)."""
+        vip = vip or self.vip
+        sh(["ip", "-n", self.ns(role), "addr", "add", f"{vip}/{self.prefix_len}", "dev", "eth0"])
+        if garp:
+            self.run(role, [sys.executable, str(HERE / "halbnet.py"), "garp", "eth0", vip])
+
+    def del_vip(self, role: str, vip: Optional[str] = None):
+        vip = vip or self.vip
+        sh(["ip", "-n", self.ns(role), "addr", "del", f"{vip}/{self.prefix_len}", "dev", "eth0"])
+
     def vip_holders(self, vip: Optional[str] = None) -> List[str]:
         """LB nodes that have the VIP configured (ip -n NS addr)."""
         vip = vip or self.vip
@@ -704,6 +717,20 @@ def _cmd_arp_probe(iface: str, target: str, window: float) -> int:
     return 0
 
 
+def _cmd_garp(iface: str, ip: str, count: int, interval: float) -> int:
+    """Gratuitous ARP (an unsolicited reply, sender = target = ip) from this namespace."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    s.bind((iface, 0x0806))
+    mac = s.getsockname()[4]
+    a = socket.inet_aton(ip)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 2, mac, a, b"\xff" * 6, a)
+    for i in range(count):
+        s.send(b"\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
+        if i + 1 < count:
+            time.sleep(interval)
+    return 0
+
+
 def _connect(host: str, port: int, source: str, timeout: float) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -776,6 +803,11 @@ def main(argv: List[str]) -> int:
     e.add_argument("port", type=int)
     e.add_argument("--source", default="")
     e.add_argument("--timeout", type=float, default=2.0)
+    g = sub.add_parser("garp")
+    g.add_argument("iface")
+    g.add_argument("ip")
+    g.add_argument("--count", type=int, default=3)
+    g.add_argument("--interval", type=float, default=0.02)
     c = sub.add_parser("connect")
     c.add_argument("host")
     c.add_argument("port", type=int)
@@ -788,6 +820,8 @@ def main(argv: List[str]) -> int:
             return _cmd_http_get(args.url, args.source, args.timeout)
         if args.cmd == "echo":
             return _cmd_echo(args.host, args.port, args.source, args.timeout)
+        if args.cmd == "garp":
+            return _cmd_garp(args.iface, args.ip, args.count, args.interval)
         if args.cmd == "connect":
             return _cmd_connect(args.host, args.port, args.timeout)
     except OSError as ex:
