@@ -16,34 +16,50 @@ namespace halb::app::drill {
 
 const char* toString(HttpMode m) {
   switch (m) {
-    case HttpMode::NewConnection: return "new-conn";
-    case HttpMode::KeepAlive: return "keep-alive";
+    case HttpMode::NewConnection:
+      return "new-conn";
+    case HttpMode::KeepAlive:
+      return "keep-alive";
   }
   return "?";
 }
 
 const char* toString(Outcome o) {
   switch (o) {
-    case Outcome::Ok: return "ok";
-    case Outcome::ConnectFailed: return "connect_failed";
-    case Outcome::Timeout: return "timeout";
-    case Outcome::Reset: return "reset";
-    case Outcome::Closed: return "closed";
-    case Outcome::BadResponse: return "bad_response";
-    case Outcome::BadStatus: return "bad_status";
-    case Outcome::Error: return "error";
+    case Outcome::Ok:
+      return "ok";
+    case Outcome::ConnectFailed:
+      return "connect_failed";
+    case Outcome::Timeout:
+      return "timeout";
+    case Outcome::Reset:
+      return "reset";
+    case Outcome::Closed:
+      return "closed";
+    case Outcome::BadResponse:
+      return "bad_response";
+    case Outcome::BadStatus:
+      return "bad_status";
+    case Outcome::Error:
+      return "error";
   }
   return "?";
 }
 
 const char* toString(TcpState s) {
   switch (s) {
-    case TcpState::Intact: return "intact";
-    case TcpState::Reset: return "reset";
-    case TcpState::Lost: return "lost";
-    case TcpState::Hung: return "hung";
-    case TcpState::Corrupt: return "corrupt";
-    case TcpState::ConnectFailed: return "connect_failed";
+    case TcpState::Intact:
+      return "intact";
+    case TcpState::Reset:
+      return "reset";
+    case TcpState::Lost:
+      return "lost";
+    case TcpState::Hung:
+      return "hung";
+    case TcpState::Corrupt:
+      return "corrupt";
+    case TcpState::ConnectFailed:
+      return "connect_failed";
   }
   return "?";
 }
@@ -169,7 +185,8 @@ Result<Options> parseOptions(const Args& args) {
       size_t start = 0;
       while (start <= v.size()) {
         size_t comma = v.find(',', start);
-        std::string one = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        std::string one =
+            v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
         if (!one.empty()) {
           auto ip = IpAddress::parse(one);
           if (!ip.ok()) return bad("--source: " + ip.error());
@@ -179,29 +196,39 @@ Result<Options> parseOptions(const Args& args) {
         start = comma + 1;
       }
     } else if (p.option("--users-per-source", nullptr, v)) {
-      if (!parseNumber<uint32_t>(v, o.usersPerSource, 1, 1000)) return bad("--users-per-source: 1..1000");
+      if (!parseNumber<uint32_t>(v, o.usersPerSource, 1, 1000))
+        return bad("--users-per-source: 1..1000");
     } else if (p.option("--mode", nullptr, v)) {
-      if (v == "both") o.newConnection = o.keepAlive = true;
-      else if (v == "keep-alive") o.newConnection = false, o.keepAlive = true;
-      else if (v == "new-conn") o.newConnection = true, o.keepAlive = false;
-      else return bad("--mode: both, keep-alive or new-conn");
+      if (v == "both")
+        o.newConnection = o.keepAlive = true;
+      else if (v == "keep-alive")
+        o.newConnection = false, o.keepAlive = true;
+      else if (v == "new-conn")
+        o.newConnection = true, o.keepAlive = false;
+      else
+        return bad("--mode: both, keep-alive or new-conn");
     } else if (p.option("--rate", nullptr, v)) {
       char* end = nullptr;
       o.rate = std::strtod(v.c_str(), &end);
-      if (end != v.c_str() + v.size() || !(o.rate >= 0.1 && o.rate <= 100000)) return bad("--rate: 0.1..100000");
+      if (end != v.c_str() + v.size() || !(o.rate >= 0.1 && o.rate <= 100000))
+        return bad("--rate: 0.1..100000");
     } else if (p.option("--timeout", nullptr, v)) {
-      if (!parseBoundedDuration(v, o.requestTimeout, 1ms, 60s)) return bad("--timeout: a duration in 1ms..60s");
+      if (!parseBoundedDuration(v, o.requestTimeout, 1ms, 60s))
+        return bad("--timeout: a duration in 1ms..60s");
     } else if (p.option("--tcp-conns", nullptr, v)) {
-      if (!parseNumber<uint32_t>(v, o.tcpConnections, 0, 10000)) return bad("--tcp-conns: 0..10000");
+      if (!parseNumber<uint32_t>(v, o.tcpConnections, 0, 10000))
+        return bad("--tcp-conns: 0..10000");
       tcpConnsSet = true;
     } else if (p.option("--tcp-interval", nullptr, v)) {
       if (!parseBoundedDuration(v, o.tcpInterval, 1ms, 60s)) return bad("--tcp-interval: 1ms..60s");
     } else if (p.option("--tcp-size", nullptr, v)) {
-      if (!parseNumber<uint32_t>(v, o.tcpMessageSize, 24, 65536)) return bad("--tcp-size: 24..65536");
+      if (!parseNumber<uint32_t>(v, o.tcpMessageSize, 24, 65536))
+        return bad("--tcp-size: 24..65536");
     } else if (p.option("--tcp-timeout", nullptr, v)) {
       if (!parseBoundedDuration(v, o.tcpTimeout, 1ms, 600s)) return bad("--tcp-timeout: 1ms..10m");
     } else if (p.option("--duration", nullptr, v)) {
-      if (!parseBoundedDuration(v, o.duration, 1ms, std::chrono::hours(1))) return bad("--duration: up to 1h");
+      if (!parseBoundedDuration(v, o.duration, 1ms, std::chrono::hours(1)))
+        return bad("--duration: up to 1h");
     } else if (p.option("--until-file", nullptr, v)) {
       o.untilFile = v;
     } else if (p.option("--ready-file", nullptr, v)) {
@@ -209,16 +236,19 @@ Result<Options> parseOptions(const Args& args) {
     } else if (p.option("--json-file", nullptr, v)) {
       o.jsonFile = v;
     } else if (p.option("--max-requests", nullptr, v)) {
-      if (!parseNumber<uint64_t>(v, o.maxRequests, 1, uint64_t{1} << 40)) return bad("--max-requests: a positive count");
+      if (!parseNumber<uint64_t>(v, o.maxRequests, 1, uint64_t{1} << 40))
+        return bad("--max-requests: a positive count");
     } else {
       return bad("unknown argument '" + arg + "'");
     }
     if (!p.error.empty()) return bad(p.error);
   }
-  if (o.httpHost.empty() && o.tcpHost.empty()) return bad("nothing to drive: give --http and/or --tcp");
+  if (o.httpHost.empty() && o.tcpHost.empty())
+    return bad("nothing to drive: give --http and/or --tcp");
   if (!o.tcpHost.empty() && !tcpConnsSet) o.tcpConnections = 8;
   if (o.tcpHost.empty() && o.tcpConnections > 0) return bad("--tcp-conns needs --tcp");
-  if (o.httpUsers() > 10000) return bad("too many users (sources x users-per-source x modes > 10000)");
+  if (o.httpUsers() > 10000)
+    return bad("too many users (sources x users-per-source x modes > 10000)");
   return o;
 }
 
@@ -235,7 +265,8 @@ std::string lower(std::string_view s) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -338,7 +369,8 @@ bool ResponseParser::parseHead() {
       std::string_view pair = value.substr(0, value.find(';'));
       size_t eq = pair.find('=');
       if (eq != std::string_view::npos && eq > 0)
-        cookies_.emplace_back(std::string(trim(pair.substr(0, eq))), std::string(trim(pair.substr(eq + 1))));
+        cookies_.emplace_back(std::string(trim(pair.substr(0, eq))),
+                              std::string(trim(pair.substr(eq + 1))));
     } else if (name == idLower) {
       backend_.assign(value);
     }
@@ -611,8 +643,10 @@ Report Recorder::report(TimePoint end) const {
       Duration lat = microseconds(s.latencyUs);
       all.push_back(lat);
       if (r.outage.found && r.outage.length > Duration{0}) {
-        if (static_cast<int64_t>(s.doneUs) <= gs) before.push_back(lat);
-        else if (static_cast<int64_t>(s.doneUs) >= ge) after.push_back(lat);
+        if (static_cast<int64_t>(s.doneUs) <= gs)
+          before.push_back(lat);
+        else if (static_cast<int64_t>(s.doneUs) >= ge)
+          after.push_back(lat);
       }
     }
     if (!samples_.empty()) r.firstSuccessAt = microseconds(samples_.front().doneUs);
@@ -651,7 +685,9 @@ Report Recorder::report(TimePoint end) const {
 
 namespace {
 
-double ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms(Duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 std::string fmtMs(Duration d) {
   char buf[32];
@@ -694,26 +730,30 @@ std::string formatText(const Report& r) {
   line(buf);
   if (!r.httpTarget.empty()) {
     line("HTTP " + r.httpTarget + ": " + std::to_string(r.users.size()) + " users, " +
-         std::to_string(r.requests) + " requests (target " + std::to_string(static_cast<int64_t>(r.rate)) +
-         "/s)");
+         std::to_string(r.requests) + " requests (target " +
+         std::to_string(static_cast<int64_t>(r.rate)) + "/s)");
     line("  outage (longest gap without a successful response): " + fmtMs(r.outage.length) +
          ", from " + fmtMs(r.outage.start) + " after the start");
     for (int m = 0; m < 2; ++m)
       if (r.outageByMode[m].found)
-        line(std::string("    ") + toString(static_cast<HttpMode>(m)) + ": " + fmtMs(r.outageByMode[m].length) +
-             " from " + fmtMs(r.outageByMode[m].start));
+        line(std::string("    ") + toString(static_cast<HttpMode>(m)) + ": " +
+             fmtMs(r.outageByMode[m].length) + " from " + fmtMs(r.outageByMode[m].start));
     if (r.worstUserGap.found)
       line("    worst user: " + r.worstUserGapName + " waited " + fmtMs(r.worstUserGap.length));
     std::string failures;
-    for (const auto& [k, v] : r.failuresByOutcome) failures += (failures.empty() ? "" : ", ") + k + " " + std::to_string(v);
+    for (const auto& [k, v] : r.failuresByOutcome)
+      failures += (failures.empty() ? "" : ", ") + k + " " + std::to_string(v);
     line("  failed requests: " + std::to_string(r.failedRaw) + " raw" +
          (r.retryOnce ? ", " + std::to_string(r.failedAfterRetry) + " after one retry (" +
-                            std::to_string(r.retriesOk) + " of " + std::to_string(r.retried) + " retries ok)"
+                            std::to_string(r.retriesOk) + " of " + std::to_string(r.retried) +
+                            " retries ok)"
                       : std::string()) +
          (failures.empty() ? "" : "; attempts: " + failures));
     line("  users whose server changed: " + std::to_string(r.usersMoved) + " of " +
          std::to_string(r.users.size()) +
-         (r.usersWithoutResponse ? " (" + std::to_string(r.usersWithoutResponse) + " never answered)" : ""));
+         (r.usersWithoutResponse
+              ? " (" + std::to_string(r.usersWithoutResponse) + " never answered)"
+              : ""));
     int shown = 0;
     for (const auto& u : r.users) {
       if (u.changes == 0) continue;
@@ -721,25 +761,29 @@ std::string formatText(const Report& r) {
         line("    ...");
         break;
       }
-      line("    " + u.name + ": " + u.changedFrom + " -> " + u.changedTo + " at " + fmtMs(u.firstChange) +
+      line("    " + u.name + ": " + u.changedFrom + " -> " + u.changedTo + " at " +
+           fmtMs(u.firstChange) +
            (u.changes > 1 ? " (" + std::to_string(u.changes) + " changes)" : ""));
     }
     std::string backends;
-    for (const auto& [k, v] : r.responsesByBackend) backends += (backends.empty() ? "" : ", ") + k + " " + std::to_string(v);
+    for (const auto& [k, v] : r.responsesByBackend)
+      backends += (backends.empty() ? "" : ", ") + k + " " + std::to_string(v);
     line("  responses by server: " + (backends.empty() ? std::string("none") : backends));
     line("  latency before the gap: " + fmtPct(r.latencyBefore));
     line("  latency after the gap:  " + fmtPct(r.latencyAfter));
-    line("  latency overall:        " + fmtPct(r.latencyAll) + (r.samplesTruncated ? " (samples truncated)" : ""));
+    line("  latency overall:        " + fmtPct(r.latencyAll) +
+         (r.samplesTruncated ? " (samples truncated)" : ""));
   }
   if (!r.tcpTarget.empty()) {
     std::string counts;
     for (size_t i = 0; i < kTcpStates; ++i)
       if (r.tcpCounts[i] || i == 0)
-        counts += (counts.empty() ? "" : ", ") + std::string(toString(static_cast<TcpState>(i))) + " " +
-                  std::to_string(r.tcpCounts[i]);
-    line("TCP " + r.tcpTarget + ": " + std::to_string(r.tcp.size()) + " long-lived connections: " + counts);
-    line("  longest echo wait on intact connections: " + fmtMs(r.tcpMaxStall) + " (median of maxima " +
-         fmtMs(r.tcpMedianStall) + ")");
+        counts += (counts.empty() ? "" : ", ") + std::string(toString(static_cast<TcpState>(i))) +
+                  " " + std::to_string(r.tcpCounts[i]);
+    line("TCP " + r.tcpTarget + ": " + std::to_string(r.tcp.size()) +
+         " long-lived connections: " + counts);
+    line("  longest echo wait on intact connections: " + fmtMs(r.tcpMaxStall) +
+         " (median of maxima " + fmtMs(r.tcpMedianStall) + ")");
     int shown = 0;
     for (const auto& c : r.tcp) {
       if (c.state == TcpState::Intact) continue;
@@ -747,8 +791,8 @@ std::string formatText(const Report& r) {
         line("    ...");
         break;
       }
-      line("    conn " + std::to_string(c.id) + " from " + c.source + ": " + toString(c.state) + " at " +
-           fmtMs(c.endedAt) + ", " + fmtMs(c.sinceLastEcho) + " after its last echo" +
+      line("    conn " + std::to_string(c.id) + " from " + c.source + ": " + toString(c.state) +
+           " at " + fmtMs(c.endedAt) + ", " + fmtMs(c.sinceLastEcho) + " after its last echo" +
            (c.detail.empty() ? "" : " (" + c.detail + ")"));
     }
   }
@@ -828,7 +872,8 @@ std::string formatJson(const Report& r) {
   j.key("tcp").beginObject();
   j.key("target").value(r.tcpTarget);
   j.key("connections").value(static_cast<uint64_t>(r.tcp.size()));
-  for (size_t i = 0; i < kTcpStates; ++i) j.key(toString(static_cast<TcpState>(i))).value(r.tcpCounts[i]);
+  for (size_t i = 0; i < kTcpStates; ++i)
+    j.key(toString(static_cast<TcpState>(i))).value(r.tcpCounts[i]);
   j.key("max_stall_ms").value(ms(r.tcpMaxStall));
   j.key("median_stall_ms").value(ms(r.tcpMedianStall));
   j.key("conns").beginArray();

@@ -53,11 +53,11 @@ struct Options {
   uint32_t tcpMessageSize = 64;  // bytes, >= 24
   Duration tcpTimeout = 2s;      // no echo within this: the connection is hung
 
-  Duration duration = 10s;  // upper bound of the drill
-  std::string untilFile;    // stop early once this file exists
-  std::string readyFile;    // created once every user and connection has succeeded once
-  bool json = false;        // JSON report on stdout instead of text
-  std::string jsonFile;     // also write the JSON report here
+  Duration duration = 10s;   // upper bound of the drill
+  std::string untilFile;     // stop early once this file exists
+  std::string readyFile;     // created once every user and connection has succeeded once
+  bool json = false;         // JSON report on stdout instead of text
+  std::string jsonFile;      // also write the JSON report here
   uint64_t maxRequests = 0;  // 0: no bound besides duration x rate
 
   uint32_t httpUsers() const;
@@ -96,7 +96,17 @@ class ResponseParser {
   uint64_t bodyBytes() const { return bodyBytes_; }
 
  private:
-  enum class State { Head, Body, ChunkSize, ChunkData, ChunkDataEnd, Trailers, UntilEof, Done, Error };
+  enum class State {
+    Head,
+    Body,
+    ChunkSize,
+    ChunkData,
+    ChunkDataEnd,
+    Trailers,
+    UntilEof,
+    Done,
+    Error
+  };
   void fail(std::string why);
   bool parseHead();
   bool takeLine(std::string_view data, size_t& used, std::string& line);
@@ -178,8 +188,8 @@ struct UserResult {
   uint64_t failed = 0;  // after retry
   std::string firstBackend;
   std::string lastBackend;
-  uint32_t changes = 0;           // times the answering server changed
-  Duration firstChange{};         // since start, valid when changes > 0
+  uint32_t changes = 0;                // times the answering server changed
+  Duration firstChange{};              // since start, valid when changes > 0
   std::string changedFrom, changedTo;  // the first change
   Gap longestGap;
 };
@@ -188,10 +198,10 @@ struct TcpConnResult {
   uint32_t id = 0;
   std::string source;
   TcpState state = TcpState::Intact;
-  uint64_t messages = 0;      // echoes verified
-  Duration maxStall{};        // longest send -> echo
-  Duration endedAt{};         // since start, when it failed (not for intact)
-  Duration sinceLastEcho{};   // last good echo -> failure noticed
+  uint64_t messages = 0;     // echoes verified
+  Duration maxStall{};       // longest send -> echo
+  Duration endedAt{};        // since start, when it failed (not for intact)
+  Duration sinceLastEcho{};  // last good echo -> failure noticed
   std::string detail;
 };
 
@@ -205,16 +215,16 @@ struct Report {
   bool stoppedEarly = false;  // until-file or signal
   std::string stopReason;
 
-  uint64_t requests = 0;       // first attempts
-  uint64_t ok = 0;             // requests that succeeded (first try or retry)
-  uint64_t failedRaw = 0;      // first attempt failed
+  uint64_t requests = 0;   // first attempts
+  uint64_t ok = 0;         // requests that succeeded (first try or retry)
+  uint64_t failedRaw = 0;  // first attempt failed
   uint64_t failedAfterRetry = 0;
   uint64_t retried = 0;
   uint64_t retriesOk = 0;
   std::map<std::string, uint64_t> failuresByOutcome;  // every failed attempt
   std::map<std::string, uint64_t> responsesByBackend;
 
-  Gap outage;         // all HTTP successes
+  Gap outage;  // all HTTP successes
   Gap outageByMode[2];
   std::optional<TimePoint> firstSuccess;
   Duration firstSuccessAt{};
@@ -279,7 +289,8 @@ class Recorder {
   GapTracker all_, byMode_[2];
   std::vector<Sample> samples_;
   bool truncated_ = false;
-  uint64_t requests_ = 0, ok_ = 0, failedRaw_ = 0, failedAfterRetry_ = 0, retried_ = 0, retriesOk_ = 0;
+  uint64_t requests_ = 0, ok_ = 0, failedRaw_ = 0, failedAfterRetry_ = 0, retried_ = 0,
+           retriesOk_ = 0;
   uint64_t byOutcome_[kOutcomes] = {};
   std::map<std::string, uint64_t, std::less<>> byBackend_;
 };

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -18,11 +19,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
-#include <unistd.h>
-
 #include <csignal>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
@@ -43,13 +42,16 @@ constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-TimePoint now() { return SteadyClock::now(); }
+TimePoint now() {
+  return SteadyClock::now();
+}
 
 // Closes `sock` if `at` passes before the guard is destroyed. A generation number makes a
 // late-running handler (the timer fired just as the operation completed) harmless.
 class DeadlineGuard {
  public:
-  DeadlineGuard(asio::steady_timer& timer, tcp::socket& sock, uint64_t& gen, bool& fired, TimePoint at)
+  DeadlineGuard(asio::steady_timer& timer, tcp::socket& sock, uint64_t& gen, bool& fired,
+                TimePoint at)
       : timer_(timer), gen_(gen) {
     fired = false;
     uint64_t mine = ++gen_;
@@ -77,8 +79,9 @@ Outcome outcomeOf(const error_code& ec, bool timedOut, bool connecting) {
   if (timedOut) return Outcome::Timeout;
   if (ec == asio::error::eof) return Outcome::Closed;
   if (ec == asio::error::connection_reset || ec == asio::error::broken_pipe) return Outcome::Reset;
-  if (connecting && (ec == asio::error::connection_refused || ec == asio::error::network_unreachable ||
-                     ec == asio::error::host_unreachable || ec == asio::error::timed_out))
+  if (connecting &&
+      (ec == asio::error::connection_refused || ec == asio::error::network_unreachable ||
+       ec == asio::error::host_unreachable || ec == asio::error::timed_out))
     return Outcome::ConnectFailed;
   return Outcome::Error;
 }
@@ -91,7 +94,8 @@ uint32_t fnv1a(const uint8_t* p, size_t n) {
 }
 
 struct HttpUser {
-  HttpUser(asio::io_context& io, uint32_t i, HttpMode m) : id(i), mode(m), sock(io), deadline(io), pace(io) {}
+  HttpUser(asio::io_context& io, uint32_t i, HttpMode m)
+      : id(i), mode(m), sock(io), deadline(io), pace(io) {}
   uint32_t id;
   HttpMode mode;
   std::optional<IpAddress> source;
@@ -127,7 +131,9 @@ class Runner {
         echo_(echo),
         start_(now()),
         rec_(start_,
-             std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+             std::chrono::duration_cast<milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count(),
              opt.retryOnce),
         stopTimer_(io_),
         signals_(io_, SIGINT, SIGTERM) {}
@@ -139,7 +145,8 @@ class Runner {
 
     if (http_) {
       for (HttpMode mode : {HttpMode::NewConnection, HttpMode::KeepAlive}) {
-        if ((mode == HttpMode::NewConnection && !opt_.newConnection) || (mode == HttpMode::KeepAlive && !opt_.keepAlive))
+        if ((mode == HttpMode::NewConnection && !opt_.newConnection) ||
+            (mode == HttpMode::KeepAlive && !opt_.keepAlive))
           continue;
         for (const auto& src : sources) {
           for (uint32_t k = 0; k < opt_.usersPerSource; ++k) {
@@ -170,9 +177,11 @@ class Runner {
     // Spread the users over one pacing interval so the load is smooth from the start.
     Duration interval = userInterval();
     for (size_t i = 0; i < users_.size(); ++i)
-      spawn(userLoop(*users_[i], start_ + interval * static_cast<int64_t>(i) / static_cast<int64_t>(users_.size())));
+      spawn(userLoop(*users_[i], start_ + interval * static_cast<int64_t>(i) /
+                                              static_cast<int64_t>(users_.size())));
     for (size_t i = 0; i < conns_.size(); ++i)
-      spawn(tcpLoop(*conns_[i], start_ + opt_.tcpInterval * static_cast<int64_t>(i) / static_cast<int64_t>(conns_.size())));
+      spawn(tcpLoop(*conns_[i], start_ + opt_.tcpInterval * static_cast<int64_t>(i) /
+                                             static_cast<int64_t>(conns_.size())));
     io_.run();
     if (!failure_.empty()) return Error{failure_};
 
@@ -233,8 +242,10 @@ class Runner {
       co_await stopTimer_.async_wait(kTok);
       if (stopping_) break;
       struct stat st;
-      if (!opt_.untilFile.empty() && ::stat(opt_.untilFile.c_str(), &st) == 0) requestStop("until-file");
-      else if (now() >= end) requestStop("duration");
+      if (!opt_.untilFile.empty() && ::stat(opt_.untilFile.c_str(), &st) == 0)
+        requestStop("until-file");
+      else if (now() >= end)
+        requestStop("duration");
     }
   }
 
@@ -252,7 +263,8 @@ class Runner {
   }
 
   // Opens, binds (source address, port chosen at connect) and connects `sock`.
-  static awaitable<error_code> connect(tcp::socket& sock, const tcp::endpoint& to, const std::optional<IpAddress>& source) {
+  static awaitable<error_code> connect(tcp::socket& sock, const tcp::endpoint& to,
+                                       const std::optional<IpAddress>& source) {
     error_code ec;
     sock.open(to.protocol(), ec);
     if (ec) co_return ec;
@@ -274,7 +286,8 @@ class Runner {
   void buildRequest(HttpUser& u) {
     std::string& r = u.request;
     r.clear();
-    r += "GET " + opt_.path + " HTTP/1.1\r\nHost: " + opt_.hostHeader + "\r\nUser-Agent: halb-drill\r\n";
+    r += "GET " + opt_.path + " HTTP/1.1\r\nHost: " + opt_.hostHeader +
+         "\r\nUser-Agent: halb-drill\r\n";
     if (!u.cookies.empty()) {
       r += "Cookie: ";
       bool first = true;
@@ -366,7 +379,9 @@ class Runner {
     size_t size = opt_.tcpMessageSize;
     c.out.resize(size);
     uint8_t* p = c.out.data();
-    auto put32 = [](uint8_t* d, uint32_t v) { for (int i = 0; i < 4; ++i) d[i] = static_cast<uint8_t>(v >> (24 - 8 * i)); };
+    auto put32 = [](uint8_t* d, uint32_t v) {
+      for (int i = 0; i < 4; ++i) d[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+    };
     put32(p, c.id);
     put32(p + 4, static_cast<uint32_t>(seq >> 32));
     put32(p + 8, static_cast<uint32_t>(seq));
@@ -384,9 +399,13 @@ class Runner {
     {
       DeadlineGuard guard(c.deadline, c.sock, c.gen, c.timedOut, now() + opt_.requestTimeout);
       error_code ec = co_await connect(c.sock, *echo_, c.source);
-      if (stopping_) co_return;
+      if (stopping_) {
+        rec_.onTcpEnd(c.id, TcpState::ConnectFailed, now(), "drill stopped while connecting");
+        co_return;
+      }
       if (ec) {
-        rec_.onTcpEnd(c.id, TcpState::ConnectFailed, now(), c.timedOut ? "connect timeout" : ec.message());
+        rec_.onTcpEnd(c.id, TcpState::ConnectFailed, now(),
+                      c.timedOut ? "connect timeout" : ec.message());
         c.sock.close(ignored);
         co_return;
       }
@@ -409,14 +428,19 @@ class Runner {
       TimePoint got = now();
       if (ec) {
         TcpState s = c.timedOut ? TcpState::Hung
-                     : (ec == asio::error::connection_reset || ec == asio::error::broken_pipe) ? TcpState::Reset
-                                                                                                 : TcpState::Lost;
-        rec_.onTcpEnd(c.id, s, got, c.timedOut ? "no echo within " + std::to_string(toMillis(opt_.tcpTimeout)) + " ms" : ec.message());
+                     : (ec == asio::error::connection_reset || ec == asio::error::broken_pipe)
+                         ? TcpState::Reset
+                         : TcpState::Lost;
+        rec_.onTcpEnd(c.id, s, got,
+                      c.timedOut
+                          ? "no echo within " + std::to_string(toMillis(opt_.tcpTimeout)) + " ms"
+                          : ec.message());
         c.sock.close(ignored);
         co_return;
       }
       if (c.in != c.out) {
-        rec_.onTcpEnd(c.id, TcpState::Corrupt, got, "echo of message " + std::to_string(seq) + " differs");
+        rec_.onTcpEnd(c.id, TcpState::Corrupt, got,
+                      "echo of message " + std::to_string(seq) + " differs");
         c.sock.close(ignored);
         co_return;
       }
@@ -445,7 +469,8 @@ class Runner {
   std::string failure_;
 };
 
-Result<tcp::endpoint> resolve(const std::string& host, uint16_t port, const std::vector<IpAddress>& sources) {
+Result<tcp::endpoint> resolve(const std::string& host, uint16_t port,
+                              const std::vector<IpAddress>& sources) {
   asio::io_context io;
   tcp::resolver resolver(io);
   error_code ec;
@@ -466,7 +491,8 @@ Result<tcp::endpoint> resolve(const std::string& host, uint16_t port, const std:
 
 Result<Report> runDrill(const Options& opt) {
   for (const auto& s : opt.sources) {
-    if (s.family() != opt.sources.front().family()) return Error{"--source addresses must all be IPv4 or all IPv6"};
+    if (s.family() != opt.sources.front().family())
+      return Error{"--source addresses must all be IPv4 or all IPv6"};
     // A source that is not local here would fail every request; say so once, up front.
     int fd = ::socket(s.af(), SOCK_STREAM, 0);
     int one = 1;
@@ -476,7 +502,8 @@ Result<Report> runDrill(const Options& opt) {
     int rc = fd < 0 ? -1 : ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
     int err = errno;
     if (fd >= 0) ::close(fd);
-    if (rc != 0) return Error{"cannot bind source address " + s.toString() + ": " + std::strerror(err)};
+    if (rc != 0)
+      return Error{"cannot bind source address " + s.toString() + ": " + std::strerror(err)};
   }
   std::optional<tcp::endpoint> http, echo;
   if (!opt.httpHost.empty()) {

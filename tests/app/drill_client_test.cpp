@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -13,7 +14,6 @@
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/asio/as_tuple.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -40,7 +40,9 @@ class Servers {
   std::function<Act(uint64_t n)> echo = [](uint64_t) { return Act::Respond; };
   std::string stopFile;
 
-  Servers() : httpAcc_(io_, {asio::ip::make_address("127.0.0.1"), 0}), echoAcc_(io_, {asio::ip::make_address("127.0.0.1"), 0}) {}
+  Servers()
+      : httpAcc_(io_, {asio::ip::make_address("127.0.0.1"), 0}),
+        echoAcc_(io_, {asio::ip::make_address("127.0.0.1"), 0}) {}
   ~Servers() {
     io_.stop();
     if (thread_.joinable()) thread_.join();
@@ -66,15 +68,18 @@ class Servers {
     for (;;) {
       auto [ec, sock] = co_await acc.async_accept(kTok);
       if (ec) co_return;
-      if (isHttp) asio::co_spawn(io_, httpSession(std::move(sock)), asio::detached);
-      else asio::co_spawn(io_, echoSession(std::move(sock)), asio::detached);
+      if (isHttp)
+        asio::co_spawn(io_, httpSession(std::move(sock)), asio::detached);
+      else
+        asio::co_spawn(io_, echoSession(std::move(sock)), asio::detached);
     }
   }
 
   asio::awaitable<void> httpSession(tcp::socket s) {
     std::string buf;
     for (;;) {
-      auto [ec, n] = co_await asio::async_read_until(s, asio::dynamic_buffer(buf), "\r\n\r\n", kTok);
+      auto [ec, n] =
+          co_await asio::async_read_until(s, asio::dynamic_buffer(buf), "\r\n\r\n", kTok);
       if (ec) co_return;
       std::string head = buf.substr(0, n);
       buf.erase(0, n);
@@ -89,8 +94,9 @@ class Servers {
       }
       bool close = head.find("Connection: close") != std::string::npos;
       std::string body = name(num) + "\n";
-      std::string resp = "HTTP/1.1 200 OK\r\nX-Backend: " + name(num) + "\r\nContent-Length: " +
-                         std::to_string(body.size()) + "\r\n" + (close ? "Connection: close\r\n" : "") + "\r\n" + body;
+      std::string resp = "HTTP/1.1 200 OK\r\nX-Backend: " + name(num) +
+                         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+                         (close ? "Connection: close\r\n" : "") + "\r\n" + body;
       auto [wec, wn] = co_await asio::async_write(s, asio::buffer(resp), kTok);
       if (wec || close) co_return;
     }
@@ -254,7 +260,9 @@ TEST_F(DrillClient, LongLivedConnectionsResetAndHung) {
   opt.tcpTimeout = 100ms;
   opt.duration = 600ms;
   // after 60 messages, the next two are reset, the next two stall; the rest go on
-  srv.echo = [](uint64_t n) { return n < 60 ? Act::Respond : n < 62 ? Act::Reset : n < 64 ? Act::Stall : Act::Respond; };
+  srv.echo = [](uint64_t n) {
+    return n < 60 ? Act::Respond : n < 62 ? Act::Reset : n < 64 ? Act::Stall : Act::Respond;
+  };
   srv.start();
   opt.tcpPort = srv.echoPort();
   auto rr = runDrill(opt);

@@ -1,8 +1,9 @@
 // The pure parts of `halb drill`: gap computation, percentiles, user-moved detection, retry
 // accounting, the response parser and option parsing. Time comes from a ManualClock.
+#include "app/drill.h"
+
 #include <gtest/gtest.h>
 
-#include "app/drill.h"
 #include "common/time.h"
 
 namespace halb::app::drill {
@@ -230,7 +231,7 @@ TEST_F(RecorderTest, ReportsFormatAsTextAndJson) {
   std::string json = formatJson(r);
   EXPECT_NE(json.find("\"users_moved\":1"), std::string::npos) << json;
   EXPECT_NE(json.find("\"failed_after_retry\":0"), std::string::npos);
-  EXPECT_NE(json.find("\"b\\\"1\""), std::string::npos);  // escaped
+  EXPECT_NE(json.find("\"b\\\"1\""), std::string::npos);                       // escaped
   EXPECT_NE(json.find("\"start_unix_ms\":1700000000001"), std::string::npos);  // gap start
   std::string text = formatText(r);
   EXPECT_NE(text.find("users whose server changed: 1 of 1"), std::string::npos) << text;
@@ -319,18 +320,20 @@ TEST(ResponseParser, ConnectionHeaders) {
 
 TEST(ResponseParser, ConfigurableIdentityHeader) {
   ResponseParser p("X-Served-By");
-  p.feed("HTTP/1.1 503 Unavailable\r\nX-Backend: b1\r\nx-served-by:  web7 \r\nContent-Length: 0\r\n\r\n");
+  p.feed(
+      "HTTP/1.1 503 Unavailable\r\nX-Backend: b1\r\nx-served-by:  web7 \r\nContent-Length: "
+      "0\r\n\r\n");
   ASSERT_TRUE(p.done());
   EXPECT_EQ(p.backend(), "web7");
   EXPECT_EQ(p.status(), 503);
 }
 
 TEST(ResponseParser, RejectsGarbage) {
-  for (std::string bad : {"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "SSH-2.0-OpenSSH\r\n\r\n",
-                          "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
-                          "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
-                          "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}) {
+  for (std::string bad :
+       {"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "SSH-2.0-OpenSSH\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}) {
     ResponseParser p;
     p.feed(bad);
     EXPECT_TRUE(p.failed()) << bad;
@@ -344,7 +347,8 @@ TEST(ResponseParser, RejectsGarbage) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(DrillOptions, DefaultsAndBothModes) {
-  auto o = parseOptions({"--http", "10.0.0.100:80", "--source", "10.0.0.50,10.0.0.51", "--source", "10.0.0.52"});
+  auto o = parseOptions(
+      {"--http", "10.0.0.100:80", "--source", "10.0.0.50,10.0.0.51", "--source", "10.0.0.52"});
   ASSERT_TRUE(o.ok()) << o.error();
   EXPECT_EQ(o->httpHost, "10.0.0.100");
   EXPECT_EQ(o->httpPort, 80);
@@ -358,12 +362,42 @@ TEST(DrillOptions, DefaultsAndBothModes) {
 }
 
 TEST(DrillOptions, EverythingSet) {
-  auto o = parseOptions({"--http=[::1]:8080", "--tcp", "vip.example:9000", "--mode", "keep-alive", "--rate",
-                         "2500", "--timeout", "250ms", "--retry-once", "--tcp-interval", "50ms",
-                         "--tcp-size", "32", "--tcp-timeout", "1s", "--duration", "1m", "--until-file",
-                         "/tmp/x", "--ready-file", "/tmp/r", "--json", "--json-file", "/tmp/j",
-                         "--users-per-source", "3", "--id-header", "X-Server", "--path", "/a?b=1",
-                         "--host", "www", "--no-cookies", "--max-requests", "100"});
+  auto o = parseOptions({"--http=[::1]:8080",
+                         "--tcp",
+                         "vip.example:9000",
+                         "--mode",
+                         "keep-alive",
+                         "--rate",
+                         "2500",
+                         "--timeout",
+                         "250ms",
+                         "--retry-once",
+                         "--tcp-interval",
+                         "50ms",
+                         "--tcp-size",
+                         "32",
+                         "--tcp-timeout",
+                         "1s",
+                         "--duration",
+                         "1m",
+                         "--until-file",
+                         "/tmp/x",
+                         "--ready-file",
+                         "/tmp/r",
+                         "--json",
+                         "--json-file",
+                         "/tmp/j",
+                         "--users-per-source",
+                         "3",
+                         "--id-header",
+                         "X-Server",
+                         "--path",
+                         "/a?b=1",
+                         "--host",
+                         "www",
+                         "--no-cookies",
+                         "--max-requests",
+                         "100"});
   ASSERT_TRUE(o.ok()) << o.error();
   EXPECT_EQ(o->httpHost, "::1");
   EXPECT_EQ(o->tcpHost, "vip.example");
