@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import select
 import shutil
 import signal
