@@ -428,6 +428,14 @@ class Topology:
             self.teardown_seconds = time.monotonic() - t0
             self._log(f"topology {self.tag} down in {self.teardown_seconds * 1000:.0f} ms")
 
+    def set_deadline(self, seconds: float):
+        """(Re)arms the harness's own deadline, counted from now."""
+        self.deadline = seconds
+        if signal.SIGALRM not in self._old_handlers:
+            self._old_handlers[signal.SIGALRM] = signal.getsignal(signal.SIGALRM)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
     def leftovers(self) -> List[str]:
         """What of this run still exists: namespaces, root-namespace links, live processes."""
         left = [f"netns {ns}" for ns in list_namespaces() if ns.startswith(self.tag + "-")]

@@ -105,17 +105,19 @@ class TopologyTest(unittest.TestCase):
 
 def hold_child(deadline):
     """Runs in a child process: builds the topology with backends, reports, then waits to be
-    stopped (by a signal or by its own deadline)."""
-    with Topology(users=2, deadline=deadline, verbose=False) as t:
+    stopped (by a signal or by its own deadline, armed once everything is up)."""
+    with Topology(users=2, deadline=60, verbose=False) as t:
         t.start_backends()
         pids = " ".join(str(p.pid) for p in t.procs)
         print(f"READY {t.tag} {pids}", flush=True)
+        if deadline:
+            t.set_deadline(deadline)
         while True:
             time.sleep(0.05)  # nothing to poll: waiting to be interrupted is the point
 
 
 class CleanupTest(unittest.TestCase):
-    def run_child(self, sig, deadline=60, expect_reaper=False):
+    def run_child(self, sig, deadline=0, expect_reaper=False):
         child = subprocess.Popen([sys.executable, __file__, "--hold", str(deadline)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  start_new_session=True)
@@ -130,7 +132,7 @@ class CleanupTest(unittest.TestCase):
             t0 = time.monotonic()
             if sig is not None:
                 os.kill(child.pid, sig)
-            child.wait(timeout=deadline + 20)
+            child.wait(timeout=deadline + 30)
             # after a SIGKILL only the reaper can clean up, and it does so asynchronously
             wait_for(lambda: not any(ns.startswith(tag + "-") for ns in list_namespaces()),
                      15 if expect_reaper else 1, f"namespaces of {tag} removed")
@@ -151,7 +153,7 @@ class CleanupTest(unittest.TestCase):
         self.run_child(signal.SIGINT)
 
     def test_own_deadline(self):
-        self.run_child(None, deadline=2)
+        self.run_child(None, deadline=0.5)
 
     def test_sigkill_reaper(self):
         took = self.run_child(signal.SIGKILL, expect_reaper=True)
