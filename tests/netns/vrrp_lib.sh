@@ -6,6 +6,7 @@
 #
 # Names carry the PID so parallel runs never collide; cleanup() runs on every exit.
 set -u
+if [ "$(id -u)" != 0 ]; then echo "SKIP: network namespaces need root"; exit 77; fi
 HALB=${1:?usage: $0 HALB VRRP_PROBE}
 PROBE=${2:?usage: $0 HALB VRRP_PROBE}
 TAG=hv$$
