@@ -89,7 +89,7 @@ void NotifyRunner::whenIdle(std::function<void()> done, std::chrono::millisecond
 
 void NotifyRunner::next() {
   while (!queue_.empty() && !running_) {
-    auto [now, old] = queue_.front();
+    std::string now = queue_.front().first, old = queue_.front().second;
     queue_.pop_front();
     // sh -c 'COMMAND "$1" "$2"' halb-notify NEW OLD: the command may carry its own arguments,
     // the states arrive as positional parameters, never re-parsed by the shell.

@@ -47,7 +47,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   // The machine takes any accepted advert in any state without misbehaving.
-  MachineConfig mc{.vrid = vrid, .priority = 100, .advertInterval = std::chrono::milliseconds(100)};
+  MachineConfig mc;
+  mc.vrid = vrid;
   mc.primaryAddress = IpAddress::parse(v6 ? "fe80::1" : "192.0.2.11").value();
   Machine m(mc);
   TimePoint t{};
