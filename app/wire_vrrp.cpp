@@ -4,9 +4,19 @@
 #include "app/node.h"
 #include "common/log.h"
 #include "common/uv.h"
+#include "config/loader.h"
 #include "vrrp/instance.h"
 
 namespace halb::app {
+
+namespace {
+// What a running VRRP instance was built from, for spotting changes on reload.
+std::string vrrpFingerprint(const config::Config& c) {
+  std::string out = config::describe(c);
+  auto from = out.find("vips:"), to = out.find("statesync:");
+  return from == std::string::npos ? out : out.substr(from, to == std::string::npos ? std::string::npos : to - from);
+}
+}  // namespace
 
 std::unique_ptr<vrrp::Instance> wireVrrp(Node& node) {
   const config::Config& cfg = *node.config();
@@ -36,6 +46,13 @@ std::unique_ptr<vrrp::Instance> wireVrrp(Node& node) {
   node.onStop([p](std::function<void()> done) {
     p->stop(/*graceful=*/true);
     p->whenHooksIdle(std::move(done));
+  });
+  // VRRP settings are read at start; changing them live would re-run an election anyway.
+  node.onReload([before = vrrpFingerprint(cfg)](const config::ConfigPtr& next) {
+    if (vrrpFingerprint(*next) != before) {
+      HALB_LOG(Warn, "vrrp") << "VRRP settings or VIPs changed; they take effect after a restart "
+                                "(run `halb handover` on the master first)";
+    }
   });
   node.admin().handle("POST", "/handover", [p](const AdminRequest&) {
     if (!p->handover()) return AdminResponse::text(409, "not master: nothing to hand over\n");

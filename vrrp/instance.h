@@ -28,6 +28,8 @@ struct Config;
 
 namespace halb::vrrp {
 
+// Both run on the control loop, also from stop() and from the destructor (a master that stops
+// reports MASTER -> INIT), so what they capture must outlive the Instance.
 struct Hooks {
   std::function<void(State oldState, State newState)> onStateChange;
   // Called synchronously right before the VIPs are claimed.
