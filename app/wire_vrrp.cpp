@@ -14,7 +14,9 @@ namespace {
 std::string vrrpFingerprint(const config::Config& c) {
   std::string out = config::describe(c);
   auto from = out.find("vips:"), to = out.find("statesync:");
-  return from == std::string::npos ? out : out.substr(from, to == std::string::npos ? std::string::npos : to - from);
+  return from == std::string::npos
+             ? out
+             : out.substr(from, to == std::string::npos ? std::string::npos : to - from);
 }
 }  // namespace
 

@@ -57,10 +57,10 @@ std::vector<uint8_t> buildUnsolicitedNa(const MacAddress& mac, const IpAddress& 
   p.insert(p.end(), kAllNodes.data(), kAllNodes.data() + 16);
   // ICMPv6 neighbour advertisement
   size_t icmp = p.size();
-  p.insert(p.end(), {136, 0, 0, 0});          // type, code, checksum
-  p.insert(p.end(), {0x20, 0, 0, 0});         // flags: Override
+  p.insert(p.end(), {136, 0, 0, 0});               // type, code, checksum
+  p.insert(p.end(), {0x20, 0, 0, 0});              // flags: Override
   p.insert(p.end(), vip.data(), vip.data() + 16);  // target
-  p.insert(p.end(), {2, 1});                  // option: target link-layer address, 8 bytes
+  p.insert(p.end(), {2, 1});                       // option: target link-layer address, 8 bytes
   p.insert(p.end(), mac.begin(), mac.end());
   // Checksum over the pseudo-header (src, dst, length, next header) and the ICMPv6 message.
   uint32_t sum = 0;
@@ -113,7 +113,8 @@ std::string Announcer::announce(const IpAddress& vip) {
     frame = buildUnsolicitedNa(*mac, vip);
     fd = ipv6Fd_;
   }
-  ssize_t n = ::sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  ssize_t n =
+      ::sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
   if (n != static_cast<ssize_t>(frame.size())) {
     ++errors_;
     return std::string("announcing ") + vip.toString() + ": " + std::strerror(errno);

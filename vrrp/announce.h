@@ -19,7 +19,8 @@ namespace halb::vrrp {
 
 // The frames themselves, pure, for tests and the fuzzer's benefit.
 std::vector<uint8_t> buildGratuitousArp(const MacAddress& mac, const IpAddress& vip);
-std::vector<uint8_t> buildUnsolicitedNa(const MacAddress& mac, const IpAddress& vip);  // IPv6 + ICMPv6
+std::vector<uint8_t> buildUnsolicitedNa(const MacAddress& mac,
+                                        const IpAddress& vip);  // IPv6 + ICMPv6
 
 class Announcer {
  public:

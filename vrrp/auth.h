@@ -60,8 +60,8 @@ class Authenticator {
   uint16_t keyId() const { return keyId_; }
 
  private:
-  Sha256Digest mac(std::span<const uint8_t> messageZeroChecksum, std::span<const uint8_t> trailerHead,
-                   const IpAddress& source) const;
+  Sha256Digest mac(std::span<const uint8_t> messageZeroChecksum,
+                   std::span<const uint8_t> trailerHead, const IpAddress& source) const;
 
   std::vector<uint8_t> key_;
   uint16_t keyId_ = 0;

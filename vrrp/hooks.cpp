@@ -14,7 +14,8 @@
 
 namespace halb::vrrp {
 
-Result<std::unique_ptr<LinkMonitor>> LinkMonitor::open(uv::Loop& loop, std::function<void()> onChange) {
+Result<std::unique_ptr<LinkMonitor>> LinkMonitor::open(uv::Loop& loop,
+                                                       std::function<void()> onChange) {
   std::unique_ptr<LinkMonitor> m(new LinkMonitor());
   m->onChange_ = std::move(onChange);
   m->fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
@@ -93,15 +94,17 @@ void NotifyRunner::next() {
     queue_.pop_front();
     // sh -c 'COMMAND "$1" "$2"' halb-notify NEW OLD: the command may carry its own arguments,
     // the states arrive as positional parameters, never re-parsed by the shell.
-    std::vector<std::string> args{"/bin/sh", "-c", command_ + " \"$1\" \"$2\"", "halb-notify", now, old};
+    std::vector<std::string> args{"/bin/sh",     "-c", command_ + " \"$1\" \"$2\"",
+                                  "halb-notify", now,  old};
     std::string error;
     running_ = uv::Process::spawn(
         loop_, args,
         [this, now](int64_t status, int sig) {
           if (status != 0 || sig != 0) {
             ++failed_;
-            HALB_LOG(Warn, "vrrp") << "notify hook for " << now << " exited with status " << status
-                                   << (sig ? " (signal " + std::to_string(sig) + ")" : std::string());
+            HALB_LOG(Warn, "vrrp")
+                << "notify hook for " << now << " exited with status " << status
+                << (sig ? " (signal " + std::to_string(sig) + ")" : std::string());
           }
           if (killTimer_) killTimer_->stop();
           // Destroying the Process from inside its own exit callback is allowed (uv.h).
@@ -118,7 +121,8 @@ void NotifyRunner::next() {
     if (!killTimer_) killTimer_ = std::make_unique<uv::Timer>(loop_);
     killTimer_->start(timeout_, [this] {
       if (!running_) return;
-      HALB_LOG(Warn, "vrrp") << "notify hook still running after " << timeout_.count() << " ms; killing it";
+      HALB_LOG(Warn, "vrrp") << "notify hook still running after " << timeout_.count()
+                             << " ms; killing it";
       running_->kill(SIGKILL);
     });
   }

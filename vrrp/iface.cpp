@@ -26,7 +26,9 @@ bool ifreqCall(const std::string& name, unsigned long request, ifreq& ifr) {
 
 }  // namespace
 
-unsigned interfaceIndex(const std::string& name) { return ::if_nametoindex(name.c_str()); }
+unsigned interfaceIndex(const std::string& name) {
+  return ::if_nametoindex(name.c_str());
+}
 
 std::optional<MacAddress> interfaceMac(const std::string& name) {
   ifreq ifr;

@@ -32,7 +32,9 @@ constexpr const char* kLog = "vrrp";
 constexpr std::chrono::milliseconds kNotifyTimeout{30'000};
 constexpr std::array kStates{State::Initialize, State::Backup, State::Master, State::Fault};
 
-double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 uint64_t wallMicros() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -44,7 +46,11 @@ uint64_t wallMicros() {
 
 struct Instance::Impl {
   Impl(uv::Loop& l, const config::Config& c, Hooks h)
-      : loop(l), cfg(c.vrrp), vips(c.vips), syncGate(c.statesync.enabled), syncWait(c.statesync.syncWait),
+      : loop(l),
+        cfg(c.vrrp),
+        vips(c.vips),
+        syncGate(c.statesync.enabled),
+        syncWait(c.statesync.syncWait),
         hooks(std::move(h)) {
     for (const auto& v : vips) vipAddresses.push_back(v.address.address);
   }
@@ -148,7 +154,8 @@ std::string Instance::Impl::start() {
     }
     if (was) {
       ++leftoversRemoved;
-      HALB_LOG(Warn, kLog) << "removed leftover VIP " << v.address.toString() << " from " << v.interface;
+      HALB_LOG(Warn, kLog) << "removed leftover VIP " << v.address.toString() << " from "
+                           << v.interface;
     }
   }
 
@@ -159,11 +166,13 @@ std::string Instance::Impl::start() {
     announcers[v.interface] = std::move(an).value();
   }
 
-  Transport::Options to{.interface = cfg.interface, .source = source, .unicast = cfg.unicast, .peers = {}};
+  Transport::Options to{
+      .interface = cfg.interface, .source = source, .unicast = cfg.unicast, .peers = {}};
   for (const IpAddress& p : cfg.unicastPeers)
     if (p.family() == family && p != source) to.peers.push_back(p);
-  auto tr = Transport::open(loop, std::move(to),
-                            [this](std::span<const uint8_t> p, const PacketContext& c) { onPacket(p, c); });
+  auto tr = Transport::open(
+      loop, std::move(to),
+      [this](std::span<const uint8_t> p, const PacketContext& c) { onPacket(p, c); });
   if (!tr) return tr.error();
   transport = std::move(tr).value();
 
@@ -171,9 +180,11 @@ std::string Instance::Impl::start() {
   if (lm) {
     links = std::move(lm).value();
   } else {
-    HALB_LOG(Warn, kLog) << "no link-state events (" << lm.error() << "); interface tracking disabled";
+    HALB_LOG(Warn, kLog) << "no link-state events (" << lm.error()
+                         << "); interface tracking disabled";
   }
-  if (!cfg.notify.empty()) notifier = std::make_unique<NotifyRunner>(loop, cfg.notify, kNotifyTimeout);
+  if (!cfg.notify.empty())
+    notifier = std::make_unique<NotifyRunner>(loop, cfg.notify, kNotifyTimeout);
 
   machineTimer = std::make_unique<uv::Timer>(loop);
   renewTimer = std::make_unique<uv::Timer>(loop);
@@ -257,7 +268,8 @@ void Instance::Impl::onMachineTimer() {
     if (late > cfg.advertInterval / 2) {
       ++lateTimers;
       HALB_LOG_EVERY(Warn, kLog, std::chrono::seconds(5))
-          << "control loop woke " << toMillis(late) << " ms late for a VRRP timer; is it starved of CPU?";
+          << "control loop woke " << toMillis(late)
+          << " ms late for a VRRP timer; is it starved of CPU?";
     }
   }
   apply(machine->onTimer(t));
@@ -320,7 +332,8 @@ void Instance::Impl::sendAdvert(uint8_t priority) {
              .intervalCs = toCentiseconds(cfg.advertInterval),
              .addresses = vipAddresses};
   transport->send([&](const PacketContext& ctx) {
-    if (auth) return auth->seal(adv, ctx, ChecksumForm::PseudoHeader, auth->nextCounter(wallMicros()));
+    if (auth)
+      return auth->seal(adv, ctx, ChecksumForm::PseudoHeader, auth->nextCounter(wallMicros()));
     return encode(adv, ctx, ChecksumForm::PseudoHeader);
   });
 }
@@ -335,8 +348,9 @@ void Instance::Impl::claimVips() {
   }
   holdingVips = true;
   // Renew well before the lifetime runs out: three chances per lifetime.
-  renewTimer->startRepeating(std::max<Duration>(cfg.vipLifetime / 3, std::chrono::milliseconds(100)),
-                             [this] { renewVips(); });
+  renewTimer->startRepeating(
+      std::max<Duration>(cfg.vipLifetime / 3, std::chrono::milliseconds(100)),
+      [this] { renewVips(); });
 }
 
 void Instance::Impl::renewVips() {
@@ -370,10 +384,11 @@ void Instance::Impl::startGarpBurst() {
   garpRoundsLeft = cfg.garp.count;
   garpRound();
   if (garpRoundsLeft > 0)
-    garpTimer->startRepeating(std::max<Duration>(cfg.garp.interval, std::chrono::milliseconds(1)), [this] {
-      garpRound();
-      if (garpRoundsLeft == 0) garpTimer->stop();
-    });
+    garpTimer->startRepeating(std::max<Duration>(cfg.garp.interval, std::chrono::milliseconds(1)),
+                              [this] {
+                                garpRound();
+                                if (garpRoundsLeft == 0) garpTimer->stop();
+                              });
 }
 
 void Instance::Impl::garpRound() {
@@ -395,8 +410,9 @@ void Instance::Impl::onStateChanged(State to, const char* reason) {
   lastState = to;
   ++transitions[static_cast<size_t>(to)];
   lastTransition = Transition{now(), from, to, reason};
-  HALB_LOG(Info, kLog) << "VRID " << cfg.virtualRouterId << ": " << toString(from) << " -> " << toString(to)
-                       << " (" << reason << "), priority " << int{machine->effectivePriority()};
+  HALB_LOG(Info, kLog) << "VRID " << cfg.virtualRouterId << ": " << toString(from) << " -> "
+                       << toString(to) << " (" << reason << "), priority "
+                       << int{machine->effectivePriority()};
   if (to == State::Master && cfg.garp.refresh > Duration::zero())
     refreshTimer->startRepeating(cfg.garp.refresh, [this] { startGarpBurst(); });
   if (notifier) notifier->notify(toString(to), toString(from));
@@ -423,7 +439,9 @@ void Instance::Impl::onLinkChange() {
 Instance::Instance(uv::Loop& loop, const config::Config& config, Hooks hooks)
     : impl_(std::make_unique<Impl>(loop, config, std::move(hooks))) {}
 
-Instance::~Instance() { impl_->stop(true); }
+Instance::~Instance() {
+  impl_->stop(true);
+}
 
 std::string Instance::start() {
   std::string err = impl_->start();
@@ -431,7 +449,9 @@ std::string Instance::start() {
   return err;
 }
 
-void Instance::stop(bool graceful) { impl_->stop(graceful); }
+void Instance::stop(bool graceful) {
+  impl_->stop(graceful);
+}
 
 void Instance::whenHooksIdle(std::function<void()> done) {
   if (!impl_->notifier) {
@@ -461,10 +481,13 @@ void Instance::setSyncReady(bool ready) {
   if (impl_->running) impl_->apply(impl_->machine->setSyncReady(ready, impl_->now()));
 }
 
-State Instance::state() const { return impl_->machine ? impl_->machine->state() : State::Initialize; }
+State Instance::state() const {
+  return impl_->machine ? impl_->machine->state() : State::Initialize;
+}
 
 uint8_t Instance::effectivePriority() const {
-  return impl_->machine ? impl_->machine->effectivePriority() : static_cast<uint8_t>(impl_->cfg.priority);
+  return impl_->machine ? impl_->machine->effectivePriority()
+                        : static_cast<uint8_t>(impl_->cfg.priority);
 }
 
 std::optional<IpAddress> Instance::masterAddress() const {
@@ -502,10 +525,11 @@ void Instance::writeStatus(JsonWriter& j) const {
   j.key("vips").beginArray();
   for (const auto& v : s.vips) j.value(v.address.toString());
   j.endArray();
-  j.key("transitions").value(s.transitions[static_cast<size_t>(State::Master)] +
-                             s.transitions[static_cast<size_t>(State::Backup)] +
-                             s.transitions[static_cast<size_t>(State::Fault)] +
-                             s.transitions[static_cast<size_t>(State::Initialize)]);
+  j.key("transitions")
+      .value(s.transitions[static_cast<size_t>(State::Master)] +
+             s.transitions[static_cast<size_t>(State::Backup)] +
+             s.transitions[static_cast<size_t>(State::Fault)] +
+             s.transitions[static_cast<size_t>(State::Initialize)]);
   if (s.lastTransition) {
     j.key("last_transition").beginObject();
     j.key("from").value(toString(s.lastTransition->from));
@@ -532,10 +556,12 @@ void Instance::writeMetrics(PromWriter& w) const {
   w.family("halb_vrrp_state", "gauge", "1 for the current VRRP state of this node.");
   for (State st : kStates)
     w.sample("halb_vrrp_state", {{"vrid", vrid}, {"state", toString(st)}}, state() == st ? 1 : 0);
-  w.family("halb_vrrp_priority", "gauge", "VRRP priority: configured and effective (after tracking).");
+  w.family("halb_vrrp_priority", "gauge",
+           "VRRP priority: configured and effective (after tracking).");
   w.sample("halb_vrrp_priority", {{"vrid", vrid}, {"kind", "configured"}}, s.cfg.priority);
   w.sample("halb_vrrp_priority", {{"vrid", vrid}, {"kind", "effective"}}, effectivePriority());
-  w.family("halb_vrrp_master_info", "gauge", "The node this one believes is master (1 per address).");
+  w.family("halb_vrrp_master_info", "gauge",
+           "The node this one believes is master (1 per address).");
   if (auto m = masterAddress()) {
     std::string addr = m->toString();
     w.sample("halb_vrrp_master_info", {{"vrid", vrid}, {"address", addr}}, 1);
@@ -548,26 +574,36 @@ void Instance::writeMetrics(PromWriter& w) const {
   w.family("halb_vrrp_adverts_sent_total", "counter", "VRRP adverts sent (one per destination).");
   w.sample("halb_vrrp_adverts_sent_total", {{"vrid", vrid}}, static_cast<double>(tc.sent));
   w.family("halb_vrrp_advert_send_errors_total", "counter", "VRRP adverts the kernel refused.");
-  w.sample("halb_vrrp_advert_send_errors_total", {{"vrid", vrid}}, static_cast<double>(tc.sendErrors));
+  w.sample("halb_vrrp_advert_send_errors_total", {{"vrid", vrid}},
+           static_cast<double>(tc.sendErrors));
   w.family("halb_vrrp_adverts_received_total", "counter", "VRRP adverts accepted.");
   w.sample("halb_vrrp_adverts_received_total", {{"vrid", vrid}}, static_cast<double>(s.accepted));
-  w.family("halb_vrrp_adverts_dropped_total", "counter", "Received VRRP packets dropped, by reason.");
+  w.family("halb_vrrp_adverts_dropped_total", "counter",
+           "Received VRRP packets dropped, by reason.");
   for (size_t i = 0; i < kDropReasonCount; ++i)
-    w.sample("halb_vrrp_adverts_dropped_total", {{"vrid", vrid}, {"reason", toString(static_cast<DropReason>(i))}},
+    w.sample("halb_vrrp_adverts_dropped_total",
+             {{"vrid", vrid}, {"reason", toString(static_cast<DropReason>(i))}},
              static_cast<double>(s.dropped[i]));
-  w.family("halb_vrrp_advert_mismatch_total", "counter", "Accepted adverts whose interval or VIP list differs from ours.");
-  w.sample("halb_vrrp_advert_mismatch_total", {{"vrid", vrid}, {"field", "interval"}}, static_cast<double>(s.intervalMismatch));
-  w.sample("halb_vrrp_advert_mismatch_total", {{"vrid", vrid}, {"field", "addresses"}}, static_cast<double>(s.addressMismatch));
+  w.family("halb_vrrp_advert_mismatch_total", "counter",
+           "Accepted adverts whose interval or VIP list differs from ours.");
+  w.sample("halb_vrrp_advert_mismatch_total", {{"vrid", vrid}, {"field", "interval"}},
+           static_cast<double>(s.intervalMismatch));
+  w.sample("halb_vrrp_advert_mismatch_total", {{"vrid", vrid}, {"field", "addresses"}},
+           static_cast<double>(s.addressMismatch));
   uint64_t garps = 0, garpErrors = 0;
   for (const auto& [name, a] : s.announcers) garps += a->sent(), garpErrors += a->errors();
-  w.family("halb_vrrp_announcements_total", "counter", "Gratuitous ARPs / unsolicited NAs sent, by result.");
-  w.sample("halb_vrrp_announcements_total", {{"vrid", vrid}, {"result", "ok"}}, static_cast<double>(garps));
-  w.sample("halb_vrrp_announcements_total", {{"vrid", vrid}, {"result", "error"}}, static_cast<double>(garpErrors));
+  w.family("halb_vrrp_announcements_total", "counter",
+           "Gratuitous ARPs / unsolicited NAs sent, by result.");
+  w.sample("halb_vrrp_announcements_total", {{"vrid", vrid}, {"result", "ok"}},
+           static_cast<double>(garps));
+  w.sample("halb_vrrp_announcements_total", {{"vrid", vrid}, {"result", "error"}},
+           static_cast<double>(garpErrors));
   w.family("halb_vrrp_vip_renewals_total", "counter", "VIP lifetime renewals by the master.");
   w.sample("halb_vrrp_vip_renewals_total", {{"vrid", vrid}}, static_cast<double>(s.vipRenewals));
   w.family("halb_vrrp_vip_errors_total", "counter", "Failed VIP netlink operations.");
   w.sample("halb_vrrp_vip_errors_total", {{"vrid", vrid}}, static_cast<double>(s.vipErrors));
-  w.family("halb_vrrp_timer_late_total", "counter", "VRRP timers that fired more than half an advert interval late.");
+  w.family("halb_vrrp_timer_late_total", "counter",
+           "VRRP timers that fired more than half an advert interval late.");
   w.sample("halb_vrrp_timer_late_total", {{"vrid", vrid}}, static_cast<double>(s.lateTimers));
   w.family("halb_vrrp_timer_max_lateness_seconds", "gauge", "Worst VRRP timer lateness seen.");
   w.sample("halb_vrrp_timer_max_lateness_seconds", {{"vrid", vrid}}, seconds(s.maxLateness));
@@ -578,7 +614,8 @@ std::string raiseControlThreadPriority() {
   // task it creates later (worker threads, notify hooks) start as SCHED_OTHER.
   sched_param sp{};
   sp.sched_priority = 1;
-  if (::sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp) == 0) return "SCHED_FIFO priority 1";
+  if (::sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp) == 0)
+    return "SCHED_FIFO priority 1";
   std::string why = std::strerror(errno);
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), -10) == 0)
     return "nice -10 (SCHED_FIFO refused: " + why + ")";

@@ -6,10 +6,14 @@ namespace halb::vrrp {
 
 const char* toString(State s) {
   switch (s) {
-    case State::Initialize: return "INIT";
-    case State::Backup: return "BACKUP";
-    case State::Master: return "MASTER";
-    case State::Fault: return "FAULT";
+    case State::Initialize:
+      return "INIT";
+    case State::Backup:
+      return "BACKUP";
+    case State::Master:
+      return "MASTER";
+    case State::Fault:
+      return "FAULT";
   }
   return "?";
 }
@@ -34,7 +38,9 @@ Duration Machine::skewTime() const {
 }
 
 // §6.1: Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time.
-Duration Machine::masterDownInterval() const { return 3 * masterAdverInterval_ + skewTime(); }
+Duration Machine::masterDownInterval() const {
+  return 3 * masterAdverInterval_ + skewTime();
+}
 
 Duration Machine::peerLostWindow() const {
   Duration margin = config_.peerLostMargin;
@@ -159,7 +165,7 @@ Actions Machine::onAdvert(const Advert& advert, const IpAddress& source, TimePoi
       masterAdverInterval_ = advert.interval();
       masterAddress_ = source;
       Actions b = becomeBackup(now, advert.priority > mine ? "higher priority advert"
-                                                            : "equal priority from greater address");
+                                                           : "equal priority from greater address");
       // (e): two masters means neighbours may have followed our announcements. One parting
       // advert (sent after our VIPs are gone) makes the winner re-announce them.
       b.sendAdvert = mine;

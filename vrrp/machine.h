@@ -56,11 +56,11 @@ struct MachineConfig {
   Duration advertInterval = 100ms;  // Advertisement_Interval, a multiple of 10 ms
   bool preempt = true;
   Duration preemptDelay = 0s;
-  IpAddress primaryAddress;         // the source of our adverts: the §6.4.3 tie-breaker
-  bool syncGate = false;            // (d): state-sync enabled, gate preemption on it
-  Duration syncWait = 5s;           // (d): the gate's bound
-  Duration handoverHold = 300s;     // (b)
-  Duration peerLostMargin = 0s;     // (c): 0 = max(Master_Adver_Interval / 2, 20 ms)
+  IpAddress primaryAddress;      // the source of our adverts: the §6.4.3 tie-breaker
+  bool syncGate = false;         // (d): state-sync enabled, gate preemption on it
+  Duration syncWait = 5s;        // (d): the gate's bound
+  Duration handoverHold = 300s;  // (b)
+  Duration peerLostMargin = 0s;  // (c): 0 = max(Master_Adver_Interval / 2, 20 ms)
 };
 
 // Re-announcing VIPs while lower-priority adverts keep arriving is limited to this spacing (e).
@@ -71,9 +71,9 @@ struct Actions {
   std::optional<State> newState;      // the machine changed state (to this one)
   bool claimVips = false;             // order: claimVips, then the advert, then garp
   bool releaseVips = false;
-  bool garp = false;                  // gratuitous ARP / unsolicited NA burst for the VIPs
+  bool garp = false;                      // gratuitous ARP / unsolicited NA burst for the VIPs
   std::optional<TimePoint> nextDeadline;  // call onTimer() then; nullopt = no timer
-  const char* reason = "";            // why, when something happened (for logs)
+  const char* reason = "";                // why, when something happened (for logs)
 };
 
 class Machine {

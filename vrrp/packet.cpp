@@ -33,7 +33,8 @@ uint32_t pseudoHeaderSum(const PacketContext& ctx, size_t length) {
 
 uint16_t messageSum(std::span<const uint8_t> message, const PacketContext& ctx, ChecksumForm form) {
   uint32_t sum = 0;
-  if (ctx.source.isV6() || form == ChecksumForm::PseudoHeader) sum = pseudoHeaderSum(ctx, message.size());
+  if (ctx.source.isV6() || form == ChecksumForm::PseudoHeader)
+    sum = pseudoHeaderSum(ctx, message.size());
   return fold(sumWords(message, sum));
 }
 
@@ -52,22 +53,38 @@ const char* toString(ChecksumForm f) {
 
 const char* toString(DropReason r) {
   switch (r) {
-    case DropReason::Truncated: return "truncated";
-    case DropReason::BadVersion: return "version";
-    case DropReason::BadType: return "type";
-    case DropReason::BadTtl: return "ttl";
-    case DropReason::WrongVrid: return "vrid";
-    case DropReason::BadAddressCount: return "address_count";
-    case DropReason::BadChecksum: return "checksum";
-    case DropReason::ZeroInterval: return "interval";
-    case DropReason::BadSource: return "source";
-    case DropReason::OwnPacket: return "own";
-    case DropReason::NotPeer: return "not_peer";
-    case DropReason::AuthMissing: return "auth_missing";
-    case DropReason::AuthKeyId: return "auth_key_id";
-    case DropReason::AuthBadMac: return "auth_mac";
-    case DropReason::AuthReplay: return "auth_replay";
-    case DropReason::Count: break;
+    case DropReason::Truncated:
+      return "truncated";
+    case DropReason::BadVersion:
+      return "version";
+    case DropReason::BadType:
+      return "type";
+    case DropReason::BadTtl:
+      return "ttl";
+    case DropReason::WrongVrid:
+      return "vrid";
+    case DropReason::BadAddressCount:
+      return "address_count";
+    case DropReason::BadChecksum:
+      return "checksum";
+    case DropReason::ZeroInterval:
+      return "interval";
+    case DropReason::BadSource:
+      return "source";
+    case DropReason::OwnPacket:
+      return "own";
+    case DropReason::NotPeer:
+      return "not_peer";
+    case DropReason::AuthMissing:
+      return "auth_missing";
+    case DropReason::AuthKeyId:
+      return "auth_key_id";
+    case DropReason::AuthBadMac:
+      return "auth_mac";
+    case DropReason::AuthReplay:
+      return "auth_replay";
+    case DropReason::Count:
+      break;
   }
   return "unknown";
 }

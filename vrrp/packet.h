@@ -57,21 +57,21 @@ const char* toString(ChecksumForm f);
 // Why a received packet was dropped. The transport and the authenticator add their own reasons
 // to the codec's so one counter family covers every drop (metric label = toString()).
 enum class DropReason : uint8_t {
-  Truncated,       // shorter than the fixed header
-  BadVersion,      // §5.2.1: version != 3
-  BadType,         // §5.2.2: type != ADVERTISEMENT
-  BadTtl,          // §5.1.1.3 / §5.1.2.3: TTL or hop limit != 255 (possibly off-link)
-  WrongVrid,       // §7.1: no virtual router with that VRID here
-  BadAddressCount, // §5.2.5: count 0, or the packet is shorter than count addresses
-  BadChecksum,     // §5.2.8: matches neither checksum form
-  ZeroInterval,    // §5.2.7: Max Adver Int 0 would make Master_Down_Interval 0
-  BadSource,       // source address of the wrong family, multicast or unspecified
-  OwnPacket,       // our own advert looped back
-  NotPeer,         // unicast mode: source is not a configured peer
-  AuthMissing,     // auth: hmac configured, no (well-formed) trailer
-  AuthKeyId,       // trailer made with another key
-  AuthBadMac,      // HMAC does not verify: forged or corrupted
-  AuthReplay,      // counter not newer than the last accepted one from that source
+  Truncated,        // shorter than the fixed header
+  BadVersion,       // §5.2.1: version != 3
+  BadType,          // §5.2.2: type != ADVERTISEMENT
+  BadTtl,           // §5.1.1.3 / §5.1.2.3: TTL or hop limit != 255 (possibly off-link)
+  WrongVrid,        // §7.1: no virtual router with that VRID here
+  BadAddressCount,  // §5.2.5: count 0, or the packet is shorter than count addresses
+  BadChecksum,      // §5.2.8: matches neither checksum form
+  ZeroInterval,     // §5.2.7: Max Adver Int 0 would make Master_Down_Interval 0
+  BadSource,        // source address of the wrong family, multicast or unspecified
+  OwnPacket,        // our own advert looped back
+  NotPeer,          // unicast mode: source is not a configured peer
+  AuthMissing,      // auth: hmac configured, no (well-formed) trailer
+  AuthKeyId,        // trailer made with another key
+  AuthBadMac,       // HMAC does not verify: forged or corrupted
+  AuthReplay,       // counter not newer than the last accepted one from that source
   Count
 };
 const char* toString(DropReason r);
@@ -87,8 +87,8 @@ struct PacketContext {
 struct Decoded {
   Advert advert;
   ChecksumForm form = ChecksumForm::PseudoHeader;
-  size_t messageLength = 0;           // header + addresses
-  std::span<const uint8_t> trailer;   // bytes after the address list (halb auth), may be empty
+  size_t messageLength = 0;          // header + addresses
+  std::span<const uint8_t> trailer;  // bytes after the address list (halb auth), may be empty
 };
 
 struct DecodeResult {
@@ -102,7 +102,8 @@ struct DecodeResult {
 // an error (§7.1 asks for the *complete* packet, not an exact length); they are returned as
 // `trailer` and covered by the checksum, as every implementation computes it over the whole
 // IP payload.
-DecodeResult decode(std::span<const uint8_t> payload, const PacketContext& ctx, uint8_t expectedVrid);
+DecodeResult decode(std::span<const uint8_t> payload, const PacketContext& ctx,
+                    uint8_t expectedVrid);
 
 // Encodes an advert for the wire from `ctx.source` to `ctx.destination`, with `trailer`
 // appended after the addresses and covered by the checksum. IPv4 uses `form`; IPv6 always the

@@ -20,7 +20,9 @@ namespace {
 constexpr int kTosNetworkControl = 0xc0;
 constexpr size_t kBufferSize = 64 * 1024;  // a whole IP datagram, whatever arrives
 
-std::string sysError(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string sysError(const char* what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
 
 template <class T>
 bool setOpt(int fd, int level, int name, const T& value) {
@@ -42,7 +44,8 @@ std::vector<IpAddress> Transport::destinations() const {
   return {multicastGroup(options_.source.family())};
 }
 
-Result<std::unique_ptr<Transport>> Transport::open(uv::Loop& loop, Options options, Handler handler) {
+Result<std::unique_ptr<Transport>> Transport::open(uv::Loop& loop, Options options,
+                                                   Handler handler) {
   std::unique_ptr<Transport> t(new Transport(std::move(options), std::move(handler)));
   const Options& o = t->options_;
   const bool v4 = o.source.isV4();
@@ -60,7 +63,8 @@ Result<std::unique_ptr<Transport>> Transport::open(uv::Loop& loop, Options optio
     ip_mreqn mreq{};
     mreq.imr_multiaddr = multicastGroup(IpAddress::Family::V4).toIn4();
     mreq.imr_ifindex = static_cast<int>(t->ifindex_);
-    bool ok = setOpt(fd, IPPROTO_IP, IP_TTL, ttl) && setOpt(fd, IPPROTO_IP, IP_MULTICAST_TTL, ttl) &&
+    bool ok = setOpt(fd, IPPROTO_IP, IP_TTL, ttl) &&
+              setOpt(fd, IPPROTO_IP, IP_MULTICAST_TTL, ttl) &&
               setOpt(fd, IPPROTO_IP, IP_MULTICAST_LOOP, off) &&
               setOpt(fd, IPPROTO_IP, IP_TOS, kTosNetworkControl) &&
               setOpt(fd, IPPROTO_IP, IP_MULTICAST_IF, mreq);
@@ -131,8 +135,8 @@ bool Transport::sendTo(const IpAddress& dst, std::span<const uint8_t> bytes) {
   }
   ++counters_.sendErrors;
   HALB_LOG_EVERY(Warn, "vrrp", std::chrono::seconds(5))
-      << "sending advert to " << dst.toString() << " on " << options_.interface
-      << " failed: " << std::strerror(errno);
+      << "sending advert to " << dst.toString() << " on "
+      << options_.interface << " failed: " << std::strerror(errno);
   return false;
 }
 
@@ -162,7 +166,8 @@ void Transport::onReadable() {
     ssize_t n = ::recvmsg(fd_, &msg, MSG_DONTWAIT);
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        HALB_LOG_EVERY(Warn, "vrrp", std::chrono::seconds(5)) << "recvmsg: " << std::strerror(errno);
+        HALB_LOG_EVERY(Warn, "vrrp", std::chrono::seconds(5))
+            << "recvmsg: " << std::strerror(errno);
       }
       return;
     }

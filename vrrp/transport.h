@@ -29,9 +29,9 @@ class Transport {
  public:
   struct Options {
     std::string interface;
-    IpAddress source;               // our advert source (its family selects IPv4 or IPv6)
+    IpAddress source;  // our advert source (its family selects IPv4 or IPv6)
     bool unicast = false;
-    std::vector<IpAddress> peers;   // unicast destinations
+    std::vector<IpAddress> peers;  // unicast destinations
   };
   struct Counters {
     uint64_t sent = 0;

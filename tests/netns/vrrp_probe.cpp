@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
   if (argc == 4 && std::strcmp(argv[1], "serve") == 0) return serve(std::atoi(argv[2]), argv[3]);
   if (argc == 6 && std::strcmp(argv[1], "probe") == 0)
     return probe(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]));
-  std::fprintf(stderr, "usage: vrrp_probe serve PORT NAME | probe ADDRESS PORT INTERVAL_MS DURATION_MS\n");
+  std::fprintf(stderr,
+               "usage: vrrp_probe serve PORT NAME | probe ADDRESS PORT INTERVAL_MS DURATION_MS\n");
   return 2;
 }

@@ -5,7 +5,9 @@
 namespace halb::vrrp {
 namespace {
 
-IpAddress ip(const char* s) { return IpAddress::parse(s).value(); }
+IpAddress ip(const char* s) {
+  return IpAddress::parse(s).value();
+}
 const MacAddress kMac{0x02, 0x00, 0x5e, 0x10, 0x20, 0x30};
 
 TEST(AnnounceTest, GratuitousArpIsAnRfc5227Announcement) {

@@ -7,14 +7,17 @@
 namespace halb::vrrp {
 namespace {
 
-IpAddress ip(const char* s) { return IpAddress::parse(s).value(); }
+IpAddress ip(const char* s) {
+  return IpAddress::parse(s).value();
+}
 
 std::vector<uint8_t> key(const char* text) {
   std::string s(text);
   return {s.begin(), s.end()};
 }
 
-const Advert kAdvert{.vrid = 51, .priority = 150, .intervalCs = 10, .addresses = {ip("192.0.2.100")}};
+const Advert kAdvert{
+    .vrid = 51, .priority = 150, .intervalCs = 10, .addresses = {ip("192.0.2.100")}};
 const PacketContext kCtx{.source = ip("192.0.2.11"), .destination = ip("224.0.0.18")};
 
 class AuthTest : public ::testing::Test {
@@ -63,7 +66,8 @@ TEST_F(AuthTest, DropsReplays) {
 TEST_F(AuthTest, ReplayFloorsArePerSource) {
   PacketContext other{.source = ip("192.0.2.12"), .destination = ip("224.0.0.18")};
   EXPECT_EQ(receive(sender_.seal(kAdvert, kCtx, ChecksumForm::PseudoHeader, 50)), std::nullopt);
-  EXPECT_EQ(receive(sender_.seal(kAdvert, other, ChecksumForm::PseudoHeader, 5), other), std::nullopt);
+  EXPECT_EQ(receive(sender_.seal(kAdvert, other, ChecksumForm::PseudoHeader, 5), other),
+            std::nullopt);
 }
 
 TEST_F(AuthTest, DropsForgeries) {
@@ -93,9 +97,11 @@ TEST_F(AuthTest, DropsCounterTampering) {
 TEST_F(AuthTest, DropsUnauthenticatedAndOtherKey) {
   EXPECT_EQ(receive(encode(kAdvert, kCtx)), DropReason::AuthMissing);
   std::vector<uint8_t> junk(kAuthTrailerSize - 1, 0xA1);
-  EXPECT_EQ(receive(encode(kAdvert, kCtx, ChecksumForm::PseudoHeader, junk)), DropReason::AuthMissing);
+  EXPECT_EQ(receive(encode(kAdvert, kCtx, ChecksumForm::PseudoHeader, junk)),
+            DropReason::AuthMissing);
   Authenticator stranger(key("another-key-of-16+bytes"));
-  EXPECT_EQ(receive(stranger.seal(kAdvert, kCtx, ChecksumForm::PseudoHeader, 1)), DropReason::AuthKeyId);
+  EXPECT_EQ(receive(stranger.seal(kAdvert, kCtx, ChecksumForm::PseudoHeader, 1)),
+            DropReason::AuthKeyId);
 }
 
 TEST_F(AuthTest, CounterIsMonotonicAcrossClockSteps) {

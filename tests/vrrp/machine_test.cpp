@@ -12,13 +12,16 @@ namespace {
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
 
-IpAddress ip(const char* s) { return IpAddress::parse(s).value(); }
+IpAddress ip(const char* s) {
+  return IpAddress::parse(s).value();
+}
 
 const IpAddress kSelf = ip("192.0.2.11");
 const IpAddress kPeer = ip("192.0.2.12");  // greater than kSelf
 
 MachineConfig cfg(uint8_t priority, Duration interval = 100ms) {
-  return MachineConfig{.vrid = 51, .priority = priority, .advertInterval = interval, .primaryAddress = kSelf};
+  return MachineConfig{
+      .vrid = 51, .priority = priority, .advertInterval = interval, .primaryAddress = kSelf};
 }
 
 Advert advert(uint8_t priority, Duration interval = 100ms) {
@@ -421,7 +424,7 @@ TEST_F(MachineTest, LowerPriorityMasterTriggersReassertionAndRateLimitedGarp) {
   clock_.set(t0_ + 500ms);
   a = m.onAdvert(advert(100), kPeer, clock_.now());
   EXPECT_EQ(a.sendAdvert, 150);
-  EXPECT_FALSE(a.garp);  // within kForcedGarpSpacing
+  EXPECT_FALSE(a.garp);                             // within kForcedGarpSpacing
   for (Duration t = 600ms; t < 1400ms; t += 100ms)  // the same incident goes on
     EXPECT_FALSE(m.onAdvert(advert(100), kPeer, t0_ + t).garp) << toMillis(t);
   EXPECT_TRUE(m.onAdvert(advert(100), kPeer, t0_ + 1400ms).garp);  // 1 s since the last one
@@ -510,7 +513,8 @@ class Lan {
     if (a.releaseVips) from.vips = false;
     if (a.garp) ++from.garps;
     if (a.newState) from.transitions.push_back({elapsed(), *a.newState});
-    if (a.sendAdvert) queue_.push_back({&from, advert(*a.sendAdvert, from.machine->config().advertInterval)});
+    if (a.sendAdvert)
+      queue_.push_back({&from, advert(*a.sendAdvert, from.machine->config().advertInterval)});
     if (delivering_) return;
     delivering_ = true;
     while (!queue_.empty()) {

@@ -35,7 +35,8 @@ TEST_F(NotifyTest, RunsHooksInOrderWithStatesAsArguments) {
   r.notify("BACKUP", "INIT");
   r.notify("MASTER", "BACKUP");
   const std::string expected = "BACKUP INIT\nMASTER BACKUP\n";
-  ASSERT_TRUE(loop_.runUntil([&] { return readFile(out_).size() >= expected.size(); }, std::chrono::seconds(5)))
+  ASSERT_TRUE(loop_.runUntil([&] { return readFile(out_).size() >= expected.size(); },
+                             std::chrono::seconds(5)))
       << readFile(out_);
   EXPECT_EQ(readFile(out_), expected);
   EXPECT_EQ(r.started(), 2u);

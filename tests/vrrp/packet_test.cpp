@@ -8,7 +8,9 @@
 namespace halb::vrrp {
 namespace {
 
-IpAddress ip(const char* s) { return IpAddress::parse(s).value(); }
+IpAddress ip(const char* s) {
+  return IpAddress::parse(s).value();
+}
 
 // A golden vector: an advert, the IP layer around it, and its exact bytes on the wire.
 struct Golden {
@@ -152,7 +154,9 @@ struct Rejection {
   DropReason reason;
 };
 
-std::vector<uint8_t> base() { return kKeepalivedV4.wire; }
+std::vector<uint8_t> base() {
+  return kKeepalivedV4.wire;
+}
 std::vector<uint8_t> with(std::vector<uint8_t> w, size_t i, uint8_t v) {
   w[i] = v;
   return w;
@@ -173,17 +177,23 @@ TEST_P(RejectionTest, Drops) {
 INSTANTIATE_TEST_SUITE_P(
     Reasons, RejectionTest,
     ::testing::Values(
-        Rejection{.name = "empty", .wire = {}, .fixChecksum = false, .reason = DropReason::Truncated},
+        Rejection{
+            .name = "empty", .wire = {}, .fixChecksum = false, .reason = DropReason::Truncated},
         Rejection{.name = "seven_bytes",
                   .wire = {0x31, 0x33, 0x96, 0x01, 0x00, 0x0a, 0xd3},
                   .fixChecksum = false,
                   .reason = DropReason::Truncated},
-        Rejection{.name = "version2", .wire = with(base(), 0, 0x21), .reason = DropReason::BadVersion},
+        Rejection{
+            .name = "version2", .wire = with(base(), 0, 0x21), .reason = DropReason::BadVersion},
         Rejection{.name = "type2", .wire = with(base(), 0, 0x32), .reason = DropReason::BadType},
         Rejection{.name = "ttl254", .wire = base(), .ttl = 254, .reason = DropReason::BadTtl},
         Rejection{.name = "ttl1", .wire = base(), .ttl = 1, .reason = DropReason::BadTtl},
-        Rejection{.name = "other_vrid", .wire = base(), .expectedVrid = 52, .reason = DropReason::WrongVrid},
-        Rejection{.name = "count0", .wire = with(base(), 3, 0), .reason = DropReason::BadAddressCount},
+        Rejection{.name = "other_vrid",
+                  .wire = base(),
+                  .expectedVrid = 52,
+                  .reason = DropReason::WrongVrid},
+        Rejection{
+            .name = "count0", .wire = with(base(), 3, 0), .reason = DropReason::BadAddressCount},
         Rejection{.name = "count_exceeds_length",
                   .wire = with(base(), 3, 2),
                   .reason = DropReason::BadAddressCount},
@@ -208,7 +218,10 @@ INSTANTIATE_TEST_SUITE_P(
                   .wire = base(),
                   .source = "224.0.0.1",
                   .reason = DropReason::BadSource},
-        Rejection{.name = "unspecified_source", .wire = base(), .source = "0.0.0.0", .reason = DropReason::BadSource},
+        Rejection{.name = "unspecified_source",
+                  .wire = base(),
+                  .source = "0.0.0.0",
+                  .reason = DropReason::BadSource},
         Rejection{.name = "mixed_families",
                   .wire = base(),
                   .destination = "ff02::12",
