@@ -54,8 +54,12 @@ log "--- 1. start both: exactly one master"
 start_halb $NA lb1 "$WORK/preempt.yaml"; PA=$LAST_PID
 start_halb $NB lb2 "$WORK/preempt.yaml"; PB=$LAST_PID
 check "lb1 (priority 150) becomes master" wait_for 3000 holder_is lb1
-sleep 1
-check "exactly one VIP holder after 1 s" holder_is lb1
+sleep 2.5
+check "exactly one VIP holder after 2.5 s" holder_is lb1
+# The VIP carries a finite lifetime (IFA_CACHEINFO) and outlives it: the master renews it.
+lft=$(ip -n $NA addr show dev eth0 | grep -A1 " $VIP/" | grep -o "valid_lft [0-9a-z]*")
+log "master's VIP: $lft (vip_lifetime ${LIFETIME_S}s, renewed every third)"
+check "VIP has a finite valid lifetime, renewed past it" bash -c "[[ '$lft' =~ ^valid_lft\ [0-9]+sec$ ]]"
 check "status: lb1 MASTER" test "$(state_of $NA)" = MASTER
 check "status: lb2 BACKUP" test "$(state_of $NB)" = BACKUP
 
