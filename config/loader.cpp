@@ -503,9 +503,16 @@ void readOutlier(Reader& r, MapView m, OutlierDetection& o) {
   m.finish();
 }
 
-void readSticky(Reader& r, MapView m, Sticky& s) {
+void readSticky(Reader& r, const LoadOptions& opt, MapView m, Sticky& s) {
   readEnum(r, m, "mode", s.mode, kStickyModes);
   readString(r, m, "name", s.name);
+  readFilePath(r, m, "key_file", s.keyFile);
+  if (!s.keyFile.empty()) {
+    if (s.mode != StickyMode::Cookie)
+      r.error(m.get("key_file").Mark(), m.join("key_file"), "only applies to mode: cookie");
+    else
+      checkKeyFile(r, opt, m, "key_file", s.keyFile);
+  }
   readDuration(r, m, "ttl", s.ttl, 1s, std::chrono::hours(24 * 30));
   readUint(r, m, "table_size", s.tableSize, 1, 100'000'000);
   if (m.present() && !m.has("mode")) r.error(m.mark(), m.join("mode"), "is required");
@@ -543,7 +550,7 @@ void readServer(Reader& r, MapView m, Backend& b, Server& s) {
   m.finish();
 }
 
-void readBackend(Reader& r, MapView m, Backend& b) {
+void readBackend(Reader& r, const LoadOptions& opt, MapView m, Backend& b) {
   readName(r, m, b.name);
   b.origin = originOf(m.get("name"));
   b.id = stableId(b.name);
@@ -573,7 +580,7 @@ void readBackend(Reader& r, MapView m, Backend& b) {
     r.error(n.Mark(), m.join("servers"), "needs at least one server");
   readHealth(r, m.child("health"), b.health);
   readOutlier(r, m.child("outlier"), b.outlier);
-  readSticky(r, m.child("sticky"), b.sticky);
+  readSticky(r, opt, m.child("sticky"), b.sticky);
   m.finish();
 }
 
@@ -1045,7 +1052,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
     MapView m(r, n, YAML::Node(), path, n.Mark());
     if (m.bad()) return;
     Backend b;
-    readBackend(r, m, b);
+    readBackend(r, opt, m, b);
     c->backends.push_back(std::move(b));
   });
   top.require("frontends");
