@@ -119,7 +119,7 @@ struct HostMatch {
 
 struct PathMatch {
   PathMatchKind kind = PathMatchKind::Prefix;
-  std::string value;  // for Regex: ECMAScript syntax, already checked to compile
+  std::string value;  // for Regex: RE2 syntax (unanchored search), already checked to compile
 };
 
 // A header or cookie condition: present, equal to `value`, or matching `regex`.

@@ -1,13 +1,13 @@
 #include "config/loader.h"
 
 #include <unistd.h>
+#include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <variant>
@@ -584,6 +584,15 @@ void readBackend(Reader& r, const LoadOptions& opt, MapView m, Backend& b) {
   m.finish();
 }
 
+// Route regexes use RE2 syntax, as the router compiles them (balancer/router.cpp): no
+// backreferences or lookaround, in exchange for linear-time matching of client input.
+std::string regexError(const std::string& pattern) {
+  RE2::Options o;
+  o.set_log_errors(false);
+  RE2 re(pattern, o);
+  return re.ok() ? std::string() : re.error();
+}
+
 void readFieldMatches(Reader& r, MapView& m, const std::string& key, bool lowerName,
                       std::vector<FieldMatch>& out) {
   forEachItem(r, m, key, [&](const YAML::Node& n, const std::string& path) {
@@ -601,12 +610,10 @@ void readFieldMatches(Reader& r, MapView& m, const std::string& key, bool lowerN
     if (fm.has("regex")) {
       std::string v;
       readString(r, fm, "regex", v);
-      try {
-        std::regex re(v, std::regex::ECMAScript);
+      if (std::string err = regexError(v); err.empty())
         f.regex = v;
-      } catch (const std::regex_error& e) {
-        r.error(fm.get("regex").Mark(), fm.join("regex"), std::string("invalid regular expression: ") + e.what());
-      }
+      else
+        r.error(fm.get("regex").Mark(), fm.join("regex"), "invalid regular expression: " + err);
     }
     if (f.value && f.regex) r.error(fm.mark(), path, "give either value or regex, not both");
     fm.finish();
@@ -643,10 +650,8 @@ void readMatch(Reader& r, MapView m, Match& match) {
     std::string s;
     if (!scalar(r, n, m.join(key), s)) continue;
     if (kind == PathMatchKind::Regex) {
-      try {
-        std::regex re(s, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        r.error(n.Mark(), m.join(key), std::string("invalid regular expression: ") + e.what());
+      if (std::string err = regexError(s); !err.empty()) {
+        r.error(n.Mark(), m.join(key), "invalid regular expression: " + err);
         continue;
       }
     } else if (s.empty() || s[0] != '/') {
