@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include "balancer/pool_manager.h"
+#include <thread>
+
+#include "balancer/pool_service.h"
 #include "config/loader.h"
 
 namespace halb::balancer {
@@ -226,6 +229,42 @@ TEST(HealthEndToEnd, ServerDiesAndReturns) {
   server.restart();
   ASSERT_TRUE(loop.runUntil([&] { return status(); }, 5s));
   EXPECT_TRUE(pm.backendHasHealthyServer("web"));
+}
+
+}  // namespace
+}  // namespace halb::balancer
+
+namespace halb::balancer {
+namespace {
+
+TEST(PoolServiceTest, WorkerFailuresEjectAndTheServerReturns) {
+  uv::Loop loop;
+  FakeServer server(loop);
+  std::string yaml =
+      "frontends:\n  - {name: f, bind: 127.0.0.1:8080, default_backend: web}\n"
+      "backends:\n  - name: web\n    health: {type: none}\n"
+      "    outlier: {consecutive_failures: 3, base_ejection: 50ms, max_ejection: 1s}\n"
+      "    servers:\n      - {name: s1, address: '" + server.address().toString() + "'}\n"
+      "      - {name: s2, address: 127.0.0.1:1}\n";
+  auto r = config::loadConfigString(yaml, "t.yaml", {.node = "", .checkFiles = false});
+  ASSERT_TRUE(r.ok());
+  std::vector<PoolSnapshotPtr> published;
+  PoolManager::Options o;
+  o.workers = 2;
+  o.publish = [&](PoolSnapshotPtr s) { published.push_back(std::move(s)); };
+  PoolService svc(loop, o, r.config, 3);
+  ASSERT_EQ(published.size(), 1u);
+  // A worker thread reports three connect failures against s2.
+  std::thread worker([&, snap = published.back()] {
+    for (int i = 0; i < 3; ++i)
+      svc.manager().reporter(1).report(snap->backends[0], snap->backends[0].servers[1], Outcome::ConnectFailure);
+  });
+  worker.join();
+  auto s2 = [&] { return published.back()->backends[0].servers[1].healthy; };
+  ASSERT_TRUE(loop.runUntil([&] { return !s2(); }, 5s));  // woken through uv_async
+  TimePoint ejected = loop.now();
+  ASSERT_TRUE(loop.runUntil([&] { return s2(); }, 5s));   // and back by the service's timer
+  EXPECT_GE(loop.now() - ejected, 40ms);
 }
 
 }  // namespace
