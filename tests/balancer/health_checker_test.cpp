@@ -188,7 +188,7 @@ TEST_F(CheckerTest, TimeoutWhenTheServerNeverAnswers) {
   runFor(1);
   EXPECT_FALSE(results[0].ok);
   EXPECT_NE(results[0].detail.find("timeout"), std::string::npos) << results[0].detail;
-  EXPECT_GE(results[0].latency, 30ms);
+  EXPECT_GE(results[0].latency, 25ms);  // libuv timers count from the loop's cached ms clock
   EXPECT_LT(results[0].latency, 1s);
 }
 
