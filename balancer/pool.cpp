@@ -1,7 +1,7 @@
 #include "balancer/pool.h"
 
+#include "balancer/algorithm_state.h"
 #include "balancer/hash.h"
-#include "balancer/maglev.h"
 
 namespace halb::balancer {
 
@@ -49,15 +49,37 @@ const BackendView* PoolSnapshot::findBackend(std::string_view name) const {
 
 void buildAlgorithmState(BackendView& backend) {
   backend.algorithmState.reset();
-  if (!backend.config || backend.config->algorithm != config::Algorithm::Maglev) return;
-  std::vector<MaglevMember> members;
-  members.reserve(backend.servers.size());
-  for (size_t i = 0; i < backend.servers.size() && i < 0xffff; ++i) {
-    const ServerView& s = backend.servers[i];
-    if (s.acceptsNew()) members.push_back({s.id, s.weight, static_cast<uint16_t>(i)});
+  if (!backend.config) return;
+  auto st = std::make_shared<AlgorithmState>();
+  st->algorithm = backend.config->algorithm;
+  st->serverCount = backend.servers.size();
+  switch (st->algorithm) {
+    case config::Algorithm::Maglev: {
+      std::vector<MaglevMember> members;
+      members.reserve(backend.servers.size());
+      for (size_t i = 0; i < backend.servers.size() && i < 0xffff; ++i) {
+        const ServerView& s = backend.servers[i];
+        if (s.acceptsNew()) members.push_back({s.id, s.weight, static_cast<uint16_t>(i)});
+      }
+      st->maglev = buildMaglevTable(members, backend.servers.size());
+      break;
+    }
+    case config::Algorithm::P2C:
+    case config::Algorithm::Random: {
+      uint64_t total = 0;
+      for (size_t i = 0; i < backend.servers.size(); ++i) {
+        const ServerView& s = backend.servers[i];
+        if (!s.acceptsNew()) continue;
+        total += s.weight;
+        st->index.push_back(static_cast<uint32_t>(i));
+        st->cumulative.push_back(total);
+      }
+      break;
+    }
+    default:
+      return;  // nothing to precompute
   }
-  backend.algorithmState =
-      std::make_shared<const MaglevTable>(buildMaglevTable(members, backend.servers.size()));
+  backend.algorithmState = std::shared_ptr<const AlgorithmState>(std::move(st));
 }
 
 uint64_t pickHash(const PickContext& ctx) {

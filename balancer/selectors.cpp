@@ -5,8 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "balancer/algorithm_state.h"
 #include "balancer/hash.h"
-#include "balancer/maglev.h"
 #include "balancer/pool.h"
 
 namespace halb::balancer {
@@ -154,42 +154,60 @@ class LeastConn final : public Selector {
 
 // ------------------------------------------------------------------------ weighted draws
 
-// The eligible servers with cumulative weights, rebuilt per call into reused storage (no
-// allocation once warm). O(N) per pick; N is small for a load balancer's pool.
+// Servers with cumulative weights: either precomputed with the snapshot (AlgorithmState,
+// O(log N) per draw) or collected per call into reused storage (O(N)) when the precomputed
+// list cannot serve the pick (a server in it is excluded for this retry).
 class WeightedCandidates {
  public:
+  // The snapshot's precomputed list.
+  bool usePrebuilt(const BackendView& b) {
+    const AlgorithmState* st = algorithmStateOf(b);
+    if (!st || st->index.empty()) return false;
+    idx_ = st->index.data();
+    cum_ = st->cumulative.data();
+    n_ = st->index.size();
+    return true;
+  }
+  // The servers eligible for this pick, scanned now.
   void collect(const BackendView& b, const PickContext& ctx) {
-    idx_.clear();
-    cum_.clear();
-    total_ = 0;
+    ownIdx_.clear();
+    ownCum_.clear();
+    uint64_t total = 0;
     for (size_t i = 0; i < b.servers.size(); ++i) {
       const ServerView& s = b.servers[i];
       if (!eligible(s, ctx)) continue;
-      total_ += s.weight;
-      idx_.push_back(i);
-      cum_.push_back(total_);
+      total += s.weight;
+      ownIdx_.push_back(static_cast<uint32_t>(i));
+      ownCum_.push_back(total);
     }
+    idx_ = ownIdx_.data();
+    cum_ = ownCum_.data();
+    n_ = ownIdx_.size();
   }
-  size_t count() const { return idx_.size(); }
-  uint64_t total() const { return total_; }
+  size_t count() const { return n_; }
+  uint64_t total() const { return n_ ? cum_[n_ - 1] : 0; }
   // The candidate (position in the list) whose weight interval holds r, r < total.
-  size_t at(uint64_t r) const {
-    return static_cast<size_t>(std::upper_bound(cum_.begin(), cum_.end(), r) - cum_.begin());
-  }
+  size_t at(uint64_t r) const { return static_cast<size_t>(std::upper_bound(cum_, cum_ + n_, r) - cum_); }
   uint64_t weightOf(size_t c) const { return cum_[c] - (c ? cum_[c - 1] : 0); }
   uint64_t startOf(size_t c) const { return c ? cum_[c - 1] : 0; }
   size_t server(size_t c) const { return idx_[c]; }
 
  private:
-  std::vector<size_t> idx_;
-  std::vector<uint64_t> cum_;
-  uint64_t total_ = 0;
+  const uint32_t* idx_ = nullptr;
+  const uint64_t* cum_ = nullptr;
+  size_t n_ = 0;
+  std::vector<uint32_t> ownIdx_;
+  std::vector<uint64_t> ownCum_;
 };
 
 class WeightedRandom final : public Selector {
  public:
   explicit WeightedRandom(uint64_t seed) : rng_(seed) {}
   const ServerView* select(const BackendView& b, const PickContext& ctx) override {
+    if (c_.usePrebuilt(b)) {
+      const ServerView& s = b.servers[c_.server(c_.at(rng_.below(c_.total())))];
+      if (eligible(s, ctx)) return &s;
+    }
     c_.collect(b, ctx);
     if (c_.count() == 0) return nullptr;
     return &b.servers[c_.server(c_.at(rng_.below(c_.total())))];
@@ -208,10 +226,21 @@ class PowerOfTwo final : public Selector {
  public:
   explicit PowerOfTwo(uint64_t seed) : rng_(seed) {}
   const ServerView* select(const BackendView& b, const PickContext& ctx) override {
-    c_.collect(b, ctx);
+    if (c_.usePrebuilt(b)) {
+      if (const ServerView* s = pick(b, ctx)) return s;
+    }
+    c_.collect(b, ctx);  // every candidate now eligible
+    return pick(b, ctx);
+  }
+
+ private:
+  const ServerView* pick(const BackendView& b, const PickContext& ctx) {
     const size_t n = c_.count();
     if (n == 0) return nullptr;
-    if (n == 1) return &b.servers[c_.server(0)];
+    if (n == 1) {
+      const ServerView& s = b.servers[c_.server(0)];
+      return eligible(s, ctx) ? &s : nullptr;
+    }
     size_t first = c_.at(rng_.below(c_.total()));
     // Second draw from the other candidates: a draw over total - w(first), shifted past
     // first's interval.
@@ -220,12 +249,12 @@ class PowerOfTwo final : public Selector {
     size_t second = c_.at(r);
     const ServerView& a = b.servers[c_.server(first)];
     const ServerView& d = b.servers[c_.server(second)];
+    if (!eligible(a, ctx) || !eligible(d, ctx)) return nullptr;  // caller rescans
     uint64_t la = activeOf(a), ld = activeOf(d);
     if (lessLoaded(ld, d.weight, la, a.weight)) return &d;
     return &a;
   }
 
- private:
   Rng rng_;
   WeightedCandidates c_;
 };
@@ -281,8 +310,8 @@ class Maglev final : public Selector {
  public:
   const ServerView* select(const BackendView& b, const PickContext& ctx) override {
     const uint64_t key = pickHash(ctx);
-    const auto* t = static_cast<const MaglevTable*>(b.algorithmState.get());
-    if (!t || t->serverCount != b.servers.size()) return rendezvous(b, ctx, key);
+    const MaglevTable* t = maglevTableOf(b);
+    if (!t) return rendezvous(b, ctx, key);
     if (t->empty()) return nullptr;
     uint64_t slot = key % t->size;
     for (int probe = 0; probe < kMaxProbes; ++probe) {
