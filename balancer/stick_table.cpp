@@ -23,6 +23,7 @@ namespace {
 
 constexpr size_t kShards = 16;
 constexpr uint64_t kSpreadThreshold = kShards * 64;
+constexpr int kRelinkDivisor = 16;
 
 struct TableInfo {
   uint64_t backendId = 0;
@@ -56,6 +57,7 @@ struct Entry {
   uint64_t serverId = 0;
   TimePoint expires{};
   TimePoint announced{};  // when the peer was last told about this entry
+  TimePoint linked{};     // when it was last moved to the front of the LRU list
   repl::Version version;
   const std::string* key = nullptr;  // the map node's key (node-stable)
   Entry* newer = nullptr;            // LRU list: head = most recently used
@@ -140,7 +142,14 @@ class StickTablesImpl final : public StickTables {
       }
       result = e->serverId;
       e->expires = now + t.ttl;
-      p.touch(e);
+      // Approximate LRU: a hit moves the entry to the front only if it has not been moved
+      // in the last ttl/16. A busy user's requests then cost no list writes (three cache
+      // lines of other entries each); eviction and the tail scan of expire() are off by at
+      // most ttl/16.
+      if (now - e->linked >= t.ttl / kRelinkDivisor) {
+        p.touch(e);
+        e->linked = now;
+      }
       if (emit && now - e->announced >= touchInterval(t)) {
         e->version = nextVersion(e->version);
         e->announced = now;
@@ -159,6 +168,7 @@ class StickTablesImpl final : public StickTables {
       if (cap == 0) return;
       bool fresh = false;
       Entry* e = p.insert(key, fresh);
+      e->linked = now;
       bool expired = !fresh && e->expires <= now;
       bool same = !fresh && !expired && e->serverId == serverId;
       e->expires = now + t.ttl;
@@ -198,9 +208,10 @@ class StickTablesImpl final : public StickTables {
     for (auto& s : shards_) {
       std::lock_guard lock(s.mu);
       for (auto& [id, p] : s.parts) {
-        // Local use keeps the LRU order in expiry order (one TTL per table), so expired
-        // entries gather at the tail. An entry applied from the peer with a short ttlLeft
-        // may sit further up; it is dropped when looked up or when it reaches the tail.
+        // Local use keeps the LRU order in expiry order (one TTL per table, up to the
+        // ttl/16 of approximate LRU), so expired entries gather at the tail. An entry
+        // applied from the peer with a short ttlLeft may sit further up; it is dropped when
+        // looked up or when it reaches the tail.
         while (p.tail && p.tail->expires <= now) {
           p.erase(p.tail);
           ++n;
@@ -264,6 +275,7 @@ class StickTablesImpl final : public StickTables {
       e->serverId = m.e.serverId;
       e->expires = m.e.expires;
       e->announced = m.e.announced;
+      e->linked = m.e.linked;
       e->version = m.e.version;
       p.evictTo(t->capacityIn(si));
     }
@@ -312,6 +324,7 @@ class StickTablesImpl final : public StickTables {
       e->serverId = in.serverId;
       e->expires = now + std::min<Duration>(in.ttlLeft, t.ttl);
       e->announced = now;  // what the peer sent needs no echo
+      e->linked = now;
       e->version = in.version;
       p.evictTo(cap);
       applied = true;
