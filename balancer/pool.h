@@ -59,8 +59,9 @@ struct BackendView {
   const config::Backend* config = nullptr;
   uint64_t id = 0;
   std::vector<ServerView> servers;
-  // Built on the control thread when the snapshot is built (e.g. the Maglev lookup table);
-  // shared read-only by all workers.
+  // Built on the control thread when the snapshot is built (the Maglev lookup table, the
+  // weight index of p2c/random); shared read-only by all workers. Holds a
+  // balancer::AlgorithmState (algorithm_state.h), set only by buildAlgorithmState().
   std::shared_ptr<const void> algorithmState;
 
   const ServerView* findServer(uint64_t serverId) const;
@@ -116,10 +117,11 @@ class Selector {
 // backend's server list changes between calls.
 std::unique_ptr<Selector> makeSelector(config::Algorithm algorithm, uint64_t seed);
 
-// Builds backend.algorithmState from backend.servers for the backend's algorithm (today:
-// the Maglev lookup table over the servers that acceptsNew()). The snapshot builder calls it
-// on the control thread; tests and tools that assemble views by hand may call it too.
-// Selectors work without it (maglev then falls back to weighted rendezvous hashing).
+// Builds backend.algorithmState from backend.servers for the backend's algorithm (maglev:
+// the lookup table over the servers that acceptsNew(); p2c, random: their cumulative
+// weights). The snapshot builder calls it on the control thread; tests and tools that
+// assemble views by hand may call it too, after changing the servers. Selectors work
+// without it (maglev then falls back to weighted rendezvous hashing; p2c and random scan).
 void buildAlgorithmState(BackendView& backend);
 
 // The key consistent algorithms hash: ctx.hashKey when set, else the client address.

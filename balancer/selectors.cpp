@@ -82,15 +82,14 @@ class SmoothWeightedRoundRobin final : public Selector {
  public:
   const ServerView* select(const BackendView& b, const PickContext& ctx) override {
     const size_t n = b.servers.size();
-    if (state_.size() != n) rekey(b);
+    // Same servers as last time? (A new snapshot usually has the same list.)
+    bool same = state_.size() == n;
+    for (size_t i = 0; same && i < n; ++i) same = state_[i].id == b.servers[i].id;
+    if (!same) rekey(b);
     int64_t total = 0;
     size_t best = n;
     for (size_t i = 0; i < n; ++i) {
       const ServerView& s = b.servers[i];
-      if (state_[i].id != s.id) {
-        rekey(b);
-        return select(b, ctx);  // once: rekey makes every id match
-      }
       if (!eligible(s, ctx)) continue;
       state_[i].current += s.weight;
       total += s.weight;
