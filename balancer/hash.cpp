@@ -18,8 +18,10 @@ uint64_t hashBytes(std::span<const uint8_t> data, uint64_t seed) {
   // source_hash lets it do anyway).
   uint64_t h = mix64(seed ^ (0x9e3779b97f4a7c15ULL * (data.size() + 1)));
   size_t i = 0;
-  for (; i + 8 <= data.size(); i += 8) h = mix64(h ^ load64le(data.data() + i, 8)) * 0xff51afd7ed558ccdULL;
-  if (i < data.size()) h = mix64(h ^ load64le(data.data() + i, data.size() - i)) * 0xc4ceb9fe1a85ec53ULL;
+  for (; i + 8 <= data.size(); i += 8)
+    h = mix64(h ^ load64le(data.data() + i, 8)) * 0xff51afd7ed558ccdULL;
+  if (i < data.size())
+    h = mix64(h ^ load64le(data.data() + i, data.size() - i)) * 0xc4ceb9fe1a85ec53ULL;
   return mix64(h);
 }
 

@@ -6,9 +6,12 @@ namespace halb::balancer {
 
 const char* toString(HealthStatus s) {
   switch (s) {
-    case HealthStatus::Unknown: return "unknown";
-    case HealthStatus::Up: return "up";
-    case HealthStatus::Down: return "down";
+    case HealthStatus::Unknown:
+      return "unknown";
+    case HealthStatus::Up:
+      return "up";
+    case HealthStatus::Down:
+      return "down";
   }
   return "?";
 }
@@ -67,7 +70,8 @@ uint32_t slowStartWeight(uint32_t weight, TimePoint since, TimePoint now, Durati
   // Rounded up so the ramp reaches `weight` exactly at its end and never drops to 0
   // (which would mean "drain").
   auto elapsed = (now - since).count();
-  uint64_t w = (uint64_t{weight} * static_cast<uint64_t>(elapsed) + static_cast<uint64_t>(slowStart.count()) - 1) /
+  uint64_t w = (uint64_t{weight} * static_cast<uint64_t>(elapsed) +
+                static_cast<uint64_t>(slowStart.count()) - 1) /
                static_cast<uint64_t>(slowStart.count());
   return static_cast<uint32_t>(std::clamp<uint64_t>(w, 1, weight));
 }

@@ -46,7 +46,9 @@ class HealthTracker {
   // Feeds one result; true when status() changed.
   bool onResult(bool ok);
   HealthStatus status() const { return status_; }
-  bool up() const { return status_ == HealthStatus::Up || (status_ == HealthStatus::Unknown && unknownIsUp_); }
+  bool up() const {
+    return status_ == HealthStatus::Up || (status_ == HealthStatus::Unknown && unknownIsUp_);
+  }
   // Consecutive results agreeing with the pending transition (for status pages).
   uint32_t streak() const { return streak_; }
   void setThresholds(uint32_t rise, uint32_t fall) {

@@ -9,7 +9,9 @@
 namespace halb::balancer {
 namespace {
 
-char lowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lowerAscii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool startsWithNoCase(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
@@ -20,7 +22,8 @@ bool startsWithNoCase(std::string_view s, std::string_view prefix) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -136,12 +139,14 @@ HttpCheckResponse::Verdict HttpCheckResponse::parseBody() {
   }
   if (body_.find(expect_) != std::string::npos) return pass();
   const bool complete = framing_ == Framing::Length && remaining_ == 0;
-  if (complete || body_.size() >= kMaxBody) return fail("body does not contain \"" + expect_ + "\"");
+  if (complete || body_.size() >= kMaxBody)
+    return fail("body does not contain \"" + expect_ + "\"");
   return Verdict::NeedMore;
 }
 
 HttpCheckResponse::Verdict HttpCheckResponse::onEof() {
-  if (!headDone_) return fail(raw_.empty() ? "connection closed without a response" : "truncated response head");
+  if (!headDone_)
+    return fail(raw_.empty() ? "connection closed without a response" : "truncated response head");
   if (body_.find(expect_) != std::string::npos) return pass();
   if (framing_ != Framing::Close) return fail("connection closed in the middle of the body");
   return fail("body does not contain \"" + expect_ + "\"");
@@ -173,9 +178,9 @@ class HealthChecker::Check {
   // Same server, same check: the schedule can continue.
   bool same(const SocketAddress& a, const config::HealthCheck& c) const {
     return a == address_ && c.type == cfg_.type && c.interval == cfg_.interval &&
-           c.timeout == cfg_.timeout && c.httpPath == cfg_.httpPath && c.httpHost == cfg_.httpHost &&
-           c.expectStatusMin == cfg_.expectStatusMin && c.expectStatusMax == cfg_.expectStatusMax &&
-           c.expectBody == cfg_.expectBody;
+           c.timeout == cfg_.timeout && c.httpPath == cfg_.httpPath &&
+           c.httpHost == cfg_.httpHost && c.expectStatusMin == cfg_.expectStatusMin &&
+           c.expectStatusMax == cfg_.expectStatusMax && c.expectBody == cfg_.expectBody;
   }
 
   void schedule(Duration delay) {
@@ -189,7 +194,9 @@ class HealthChecker::Check {
     stream_ = std::make_unique<uv::TcpStream>(owner_.loop_);
     if (cfg_.type == config::HealthType::Http)
       response_.emplace(cfg_.expectStatusMin, cfg_.expectStatusMax, cfg_.expectBody);
-    deadline_.start(cfg_.timeout, [this] { finish(false, "timeout after " + std::to_string(toMillis(cfg_.timeout)) + " ms"); });
+    deadline_.start(cfg_.timeout, [this] {
+      finish(false, "timeout after " + std::to_string(toMillis(cfg_.timeout)) + " ms");
+    });
     int rc = stream_->connect(address_, [this](int status) { onConnect(status); });
     if (rc != 0) finish(false, "connect: " + uv::errorText(rc));
   }
@@ -201,8 +208,11 @@ class HealthChecker::Check {
     stream_->write(request_, [this](int st) {
       if (st != 0 && active_) finish(false, "write: " + uv::errorText(st));
     });
-    stream_->startRead([this](std::span<const char> d) { onData({d.data(), d.size()}); },
-                       [this](int st) { onEnd(st); });
+    stream_->startRead(
+        [this](std::span<const char> d) {
+          onData({d.data(), d.size()});
+        },
+        [this](int st) { onEnd(st); });
   }
 
   void onData(std::string_view d) {
@@ -279,8 +289,9 @@ void HealthChecker::configure(const config::Config& config) {
       auto c = std::make_unique<Check>(*this, s.id, b.name + "/" + s.name, s.address, b.health);
       // First check soon and spread: at boot, servers are Unknown (counted up) until then.
       rng_ = mix64(rng_ + s.id);
-      c->schedule(std::chrono::duration_cast<Duration>(
-          std::min(kFirstCheckSpread, b.health.interval) * (static_cast<double>(rng_ >> 11) * 0x1p-53)));
+      c->schedule(
+          std::chrono::duration_cast<Duration>(std::min(kFirstCheckSpread, b.health.interval) *
+                                               (static_cast<double>(rng_ >> 11) * 0x1p-53)));
       next.emplace(s.id, std::move(c));
     }
   }

@@ -36,8 +36,8 @@ MaglevTable buildMaglevTable(std::span<const MaglevMember> input, size_t serverC
   t.size = m;
 
   struct Build {
-    uint64_t pos;     // current slot of this member's permutation
-    uint64_t skip;    // permutation step, 1..M-1 (M prime: visits every slot)
+    uint64_t pos;   // current slot of this member's permutation
+    uint64_t skip;  // permutation step, 1..M-1 (M prime: visits every slot)
     uint64_t weight;
     uint64_t target;  // weighted turn-taking (see header)
     uint16_t index;

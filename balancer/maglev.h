@@ -16,9 +16,9 @@
 namespace halb::balancer {
 
 struct MaglevMember {
-  uint64_t id = 0;       // stable server id: decides the permutation
-  uint32_t weight = 0;   // > 0
-  uint16_t index = 0;    // what the table stores (position in BackendView::servers)
+  uint64_t id = 0;      // stable server id: decides the permutation
+  uint32_t weight = 0;  // > 0
+  uint16_t index = 0;   // what the table stores (position in BackendView::servers)
 };
 
 struct MaglevTable {

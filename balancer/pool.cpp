@@ -7,18 +7,24 @@ namespace halb::balancer {
 
 const char* toString(AdminState s) {
   switch (s) {
-    case AdminState::Ready: return "ready";
-    case AdminState::Drain: return "drain";
-    case AdminState::Maint: return "maint";
+    case AdminState::Ready:
+      return "ready";
+    case AdminState::Drain:
+      return "drain";
+    case AdminState::Maint:
+      return "maint";
   }
   return "?";
 }
 
 const char* toString(Outcome o) {
   switch (o) {
-    case Outcome::Success: return "success";
-    case Outcome::ConnectFailure: return "connect_failure";
-    case Outcome::Response5xx: return "response_5xx";
+    case Outcome::Success:
+      return "success";
+    case Outcome::ConnectFailure:
+      return "connect_failure";
+    case Outcome::Response5xx:
+      return "response_5xx";
   }
   return "?";
 }

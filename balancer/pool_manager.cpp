@@ -18,11 +18,21 @@ void appendJsonString(std::string& out, std::string_view s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -68,7 +78,9 @@ struct PoolManager::ServerState {
 class PoolManager::Reporter final : public OutcomeSink {
  public:
   Reporter(size_t capacity, const std::function<void()>* wake)
-      : slots_(std::bit_ceil(std::max<size_t>(capacity, 2))), mask_(slots_.size() - 1), wake_(wake) {}
+      : slots_(std::bit_ceil(std::max<size_t>(capacity, 2))),
+        mask_(slots_.size() - 1),
+        wake_(wake) {}
 
   void report(const BackendView& backend, const ServerView& server, Outcome outcome) override {
     if (!server.stats) return;
@@ -120,7 +132,9 @@ PoolManager::PoolManager(Options options, config::ConfigPtr config, TimePoint no
 
 PoolManager::~PoolManager() = default;
 
-OutcomeSink& PoolManager::reporter(size_t worker) { return *reporters_.at(worker); }
+OutcomeSink& PoolManager::reporter(size_t worker) {
+  return *reporters_.at(worker);
+}
 
 PoolManager::ServerState* PoolManager::state(uint64_t id) {
   auto it = servers_.find(id);
@@ -149,8 +163,8 @@ void PoolManager::applyConfig(config::ConfigPtr config, TimePoint now) {
           st->health.setThresholds(b.health.rise, b.health.fall);
       } else {
         st = std::make_unique<ServerState>();
-        st->health = checked ? HealthTracker(b.health.rise, b.health.fall, boot)
-                             : HealthTracker::alwaysUp();
+        st->health =
+            checked ? HealthTracker(b.health.rise, b.health.fall, boot) : HealthTracker::alwaysUp();
         st->wasServing = st->health.up();  // no slow start for what serves from the start
       }
       st->backend = &b;
@@ -227,9 +241,9 @@ void PoolManager::processReports(TimePoint now) {
       if (ejectedNow >= maxEjected(st->backend->servers.size(), cfg.maxEjectedPercent)) {
         ++ejectionsRefused_;
         HALB_LOG_EVERY(Warn, "outlier", std::chrono::seconds(10))
-            << st->name() << ": " << r.streak << " failures in a row, not ejected: "
-            << ejectedNow << " of " << st->backend->servers.size()
-            << " servers already are (max_ejected_percent " << cfg.maxEjectedPercent << ")";
+            << st->name() << ": " << r.streak << " failures in a row, not ejected: " << ejectedNow
+            << " of " << st->backend->servers.size() << " servers already are (max_ejected_percent "
+            << cfg.maxEjectedPercent << ")";
         continue;
       }
       Duration d = st->outlier.eject(now, cfg);
@@ -253,7 +267,8 @@ void PoolManager::poll(TimePoint now) {
 std::optional<TimePoint> PoolManager::nextDeadline() const {
   std::optional<TimePoint> t = nextRamp_;
   for (const auto& [id, st] : servers_)
-    if (st->ejectedInSnapshot && (!t || st->outlier.ejectedUntil() < *t)) t = st->outlier.ejectedUntil();
+    if (st->ejectedInSnapshot && (!t || st->outlier.ejectedUntil() < *t))
+      t = st->outlier.ejectedUntil();
   return t;
 }
 
@@ -335,21 +350,30 @@ void PoolManager::writeMetrics(PromWriter& w, TimePoint now) const {
       for (const auto& s : b.servers)
         w.sample(f.name, {{"backend", b.name}, {"server", s.name}}, value(*servers_.at(s.id)));
   };
-  auto rel = [](const std::atomic<uint64_t>& a) { return static_cast<double>(a.load(std::memory_order_relaxed)); };
+  auto rel = [](const std::atomic<uint64_t>& a) {
+    return static_cast<double>(a.load(std::memory_order_relaxed));
+  };
   each({"halb_server_healthy", "gauge", "1 when active checks pass and the server is not ejected"},
-       [&](const ServerState& st) { return st.health.up() && !st.outlier.ejected(now) ? 1.0 : 0.0; });
+       [&](const ServerState& st) {
+         return st.health.up() && !st.outlier.ejected(now) ? 1.0 : 0.0;
+       });
   each({"halb_server_check_up", "gauge", "Active health: 1 up, 0 down, -1 not checked yet"},
        [](const ServerState& st) {
-         return st.health.status() == HealthStatus::Up ? 1.0 : st.health.status() == HealthStatus::Down ? 0.0 : -1.0;
+         return st.health.status() == HealthStatus::Up     ? 1.0
+                : st.health.status() == HealthStatus::Down ? 0.0
+                                                           : -1.0;
        });
-  w.family("halb_server_admin_state", "gauge", "Administrative state (one-hot: ready, drain, maint)");
+  w.family("halb_server_admin_state", "gauge",
+           "Administrative state (one-hot: ready, drain, maint)");
   for (const auto& b : config_->backends)
     for (const auto& s : b.servers)
       for (AdminState a : {AdminState::Ready, AdminState::Drain, AdminState::Maint})
-        w.sample("halb_server_admin_state", {{"backend", b.name}, {"server", s.name}, {"state", toString(a)}},
+        w.sample("halb_server_admin_state",
+                 {{"backend", b.name}, {"server", s.name}, {"state", toString(a)}},
                  servers_.at(s.id)->admin == a ? 1 : 0);
-  each({"halb_server_weight", "gauge", "Effective weight (runtime override and slow start applied)"},
-       [](const ServerState& st) { return static_cast<double>(st.publishedWeight); });
+  each(
+      {"halb_server_weight", "gauge", "Effective weight (runtime override and slow start applied)"},
+      [](const ServerState& st) { return static_cast<double>(st.publishedWeight); });
   each({"halb_server_ejected", "gauge", "1 while ejected by passive outlier detection"},
        [&](const ServerState& st) { return st.outlier.ejected(now) ? 1.0 : 0.0; });
   each({"halb_server_ejections_total", "counter", "Outlier ejections"},
@@ -358,13 +382,17 @@ void PoolManager::writeMetrics(PromWriter& w, TimePoint now) const {
   for (const auto& b : config_->backends)
     for (const auto& s : b.servers) {
       const ServerState& st = *servers_.at(s.id);
-      w.sample("halb_server_checks_total", {{"backend", b.name}, {"server", s.name}, {"result", "ok"}},
+      w.sample("halb_server_checks_total",
+               {{"backend", b.name}, {"server", s.name}, {"result", "ok"}},
                static_cast<double>(st.checksOk));
-      w.sample("halb_server_checks_total", {{"backend", b.name}, {"server", s.name}, {"result", "failed"}},
+      w.sample("halb_server_checks_total",
+               {{"backend", b.name}, {"server", s.name}, {"result", "failed"}},
                static_cast<double>(st.checksFailed));
     }
   each({"halb_server_active", "gauge", "Connections (tcp) or requests (http) in flight"},
-       [](const ServerState& st) { return static_cast<double>(st.stats->active.load(std::memory_order_relaxed)); });
+       [](const ServerState& st) {
+         return static_cast<double>(st.stats->active.load(std::memory_order_relaxed));
+       });
   each({"halb_server_connections_total", "counter", "Connections opened to the server"},
        [&](const ServerState& st) { return rel(st.stats->connections); });
   each({"halb_server_requests_total", "counter", "HTTP requests sent to the server"},
@@ -382,20 +410,26 @@ void PoolManager::writeMetrics(PromWriter& w, TimePoint now) const {
   for (const auto& bv : snapshot_->backends) {
     size_t n = 0;
     for (const auto& s : bv.servers) n += s.healthy;
-    w.sample("halb_backend_healthy_servers", {{"backend", bv.config->name}}, static_cast<double>(n));
+    w.sample("halb_backend_healthy_servers", {{"backend", bv.config->name}},
+             static_cast<double>(n));
   }
-  w.family("halb_backend_usable_servers", "gauge", "Servers that take new users (healthy, ready, weight > 0)");
+  w.family("halb_backend_usable_servers", "gauge",
+           "Servers that take new users (healthy, ready, weight > 0)");
   for (const auto& bv : snapshot_->backends)
-    w.sample("halb_backend_usable_servers", {{"backend", bv.config->name}}, static_cast<double>(bv.usableCount()));
-  w.family("halb_backend_no_healthy_server", "gauge", "1 when the backend has no healthy server (requests get 503)");
+    w.sample("halb_backend_usable_servers", {{"backend", bv.config->name}},
+             static_cast<double>(bv.usableCount()));
+  w.family("halb_backend_no_healthy_server", "gauge",
+           "1 when the backend has no healthy server (requests get 503)");
   for (const auto& b : config_->backends)
-    w.sample("halb_backend_no_healthy_server", {{"backend", b.name}}, backendHasHealthyServer(b.name) ? 0 : 1);
+    w.sample("halb_backend_no_healthy_server", {{"backend", b.name}},
+             backendHasHealthyServer(b.name) ? 0 : 1);
   w.family("halb_outlier_ejections_refused_total", "counter",
            "Ejections not done because max_ejected_percent of the backend was already ejected");
   w.sample("halb_outlier_ejections_refused_total", {}, static_cast<double>(ejectionsRefused_));
   uint64_t dropped = 0;
   for (const auto& r : reporters_) dropped += r->dropped();
-  w.family("halb_outlier_reports_dropped_total", "counter", "Ejection requests lost to a full worker queue");
+  w.family("halb_outlier_reports_dropped_total", "counter",
+           "Ejection requests lost to a full worker queue");
   w.sample("halb_outlier_reports_dropped_total", {}, static_cast<double>(dropped));
 }
 
@@ -435,7 +469,9 @@ std::string PoolManager::statusJson(TimePoint now) const {
       o += ",\"weight\":" + std::to_string(sv.weight);
       o += ",\"configured_weight\":" + std::to_string(sv.config->weight);
       if (st.weightOverride) o += ",\"weight_override\":" + std::to_string(*st.weightOverride);
-      if (st.rampSince) o += ",\"slow_start_ms_left\":" + std::to_string(std::max<int64_t>(0, toMillis(*st.rampSince + b.slowStart - now)));
+      if (st.rampSince)
+        o += ",\"slow_start_ms_left\":" +
+             std::to_string(std::max<int64_t>(0, toMillis(*st.rampSince + b.slowStart - now)));
       o += ",\"ejected\":";
       o += st.outlier.ejected(now) ? "true" : "false";
       if (st.outlier.ejected(now))

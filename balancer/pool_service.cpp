@@ -6,12 +6,18 @@ PoolService::PoolService(uv::Loop& loop, PoolManager::Options options, config::C
                          uint64_t seed)
     : loop_(loop),
       publish_(std::move(options.publish)),
-      wake_(loop, [this] {
-        manager_->poll(loop_.now());
-        arm();
-      }),
+      wake_(loop,
+            [this] {
+              manager_->poll(loop_.now());
+              arm();
+            }),
       timer_(loop),
-      checker_(loop, [this](uint64_t id, const CheckResult& r) { manager_->onCheckResult(id, r, loop_.now()); }, seed) {
+      checker_(
+          loop,
+          [this](uint64_t id, const CheckResult& r) {
+            manager_->onCheckResult(id, r, loop_.now());
+          },
+          seed) {
   // Every rebuild may move the next deadline, so re-arm after each publish.
   options.publish = [this](PoolSnapshotPtr s) {
     if (publish_) publish_(std::move(s));

@@ -14,7 +14,8 @@ namespace halb::balancer {
 class PoolService {
  public:
   // options.wake is provided here (an uv::Async); the other callbacks are the caller's.
-  PoolService(uv::Loop& loop, PoolManager::Options options, config::ConfigPtr config, uint64_t seed);
+  PoolService(uv::Loop& loop, PoolManager::Options options, config::ConfigPtr config,
+              uint64_t seed);
   ~PoolService();
   PoolService(const PoolService&) = delete;
   PoolService& operator=(const PoolService&) = delete;

@@ -186,7 +186,9 @@ class WeightedCandidates {
   size_t count() const { return n_; }
   uint64_t total() const { return n_ ? cum_[n_ - 1] : 0; }
   // The candidate (position in the list) whose weight interval holds r, r < total.
-  size_t at(uint64_t r) const { return static_cast<size_t>(std::upper_bound(cum_, cum_ + n_, r) - cum_); }
+  size_t at(uint64_t r) const {
+    return static_cast<size_t>(std::upper_bound(cum_, cum_ + n_, r) - cum_);
+  }
   uint64_t weightOf(size_t c) const { return cum_[c] - (c ? cum_[c - 1] : 0); }
   uint64_t startOf(size_t c) const { return c ? cum_[c - 1] : 0; }
   size_t server(size_t c) const { return idx_[c]; }
@@ -270,8 +272,10 @@ const ServerView* rendezvous(const BackendView& b, const PickContext& ctx, uint6
   uint32_t w0 = 0;
   for (const auto& s : b.servers) {
     if (!eligible(s, ctx)) continue;
-    if (w0 == 0) w0 = s.weight;
-    else if (s.weight != w0) sameWeight = false;
+    if (w0 == 0)
+      w0 = s.weight;
+    else if (s.weight != w0)
+      sameWeight = false;
   }
   if (w0 == 0) return nullptr;
   const ServerView* best = nullptr;
@@ -330,13 +334,20 @@ class Maglev final : public Selector {
 std::unique_ptr<Selector> makeSelector(config::Algorithm algorithm, uint64_t seed) {
   using config::Algorithm;
   switch (algorithm) {
-    case Algorithm::RoundRobin: return std::make_unique<RoundRobin>(seed);
-    case Algorithm::WeightedRoundRobin: return std::make_unique<SmoothWeightedRoundRobin>();
-    case Algorithm::LeastConn: return std::make_unique<LeastConn>(seed);
-    case Algorithm::P2C: return std::make_unique<PowerOfTwo>(seed);
-    case Algorithm::Random: return std::make_unique<WeightedRandom>(seed);
-    case Algorithm::SourceHash: return std::make_unique<SourceHash>();
-    case Algorithm::Maglev: return std::make_unique<Maglev>();
+    case Algorithm::RoundRobin:
+      return std::make_unique<RoundRobin>(seed);
+    case Algorithm::WeightedRoundRobin:
+      return std::make_unique<SmoothWeightedRoundRobin>();
+    case Algorithm::LeastConn:
+      return std::make_unique<LeastConn>(seed);
+    case Algorithm::P2C:
+      return std::make_unique<PowerOfTwo>(seed);
+    case Algorithm::Random:
+      return std::make_unique<WeightedRandom>(seed);
+    case Algorithm::SourceHash:
+      return std::make_unique<SourceHash>();
+    case Algorithm::Maglev:
+      return std::make_unique<Maglev>();
   }
   return std::make_unique<RoundRobin>(seed);
 }

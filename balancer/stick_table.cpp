@@ -7,6 +7,8 @@
 // an atomic pointer: workers read it without locking, configure() replaces it while it
 // holds every shard lock, and a worker that raced with it notices (the pointer changed under
 // its shard lock) and retries.
+#include "balancer/stick_table.h"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -16,7 +18,6 @@
 #include <unordered_map>
 
 #include "balancer/hash.h"
-#include "balancer/stick_table.h"
 
 namespace halb::balancer {
 namespace {
@@ -257,8 +258,8 @@ class StickTablesImpl final : public StickTables {
         const TableInfo* nt = layout->find(id);
         const TableInfo* ot = old->find(id);
         bool keep = nt != nullptr;
-        bool relocate = keep && (!ot || ot->shardsUsed != nt->shardsUsed ||
-                                 ot->maxEntries != nt->maxEntries);
+        bool relocate =
+            keep && (!ot || ot->shardsUsed != nt->shardsUsed || ot->maxEntries != nt->maxEntries);
         if (keep && !relocate) continue;
         if (keep)
           for (Entry* e = p.tail; e; e = e->newer) moved.push_back({id, *e->key, *e});

@@ -88,7 +88,8 @@ StickyPick pickSticky(const BackendView& backend, Selector& selector, const Pick
 
 void learnAppCookie(const BackendView& backend, std::string_view value, uint64_t serverId,
                     StickTables& tables, TimePoint now, const StickTables::Emit& emit) {
-  if (value.empty() || !backend.config || backend.config->sticky.mode != config::StickyMode::AppCookie)
+  if (value.empty() || !backend.config ||
+      backend.config->sticky.mode != config::StickyMode::AppCookie)
     return;
   tables.record(backend.id, value, serverId, now, emit);
 }

@@ -47,12 +47,18 @@ int decode6(char c) {
 
 const char* toString(CookieVerdict v) {
   switch (v) {
-    case CookieVerdict::Ok: return "ok";
-    case CookieVerdict::Absent: return "absent";
-    case CookieVerdict::Malformed: return "malformed";
-    case CookieVerdict::BadTag: return "bad_tag";
-    case CookieVerdict::UnknownServer: return "unknown_server";
-    case CookieVerdict::Unavailable: return "unavailable";
+    case CookieVerdict::Ok:
+      return "ok";
+    case CookieVerdict::Absent:
+      return "absent";
+    case CookieVerdict::Malformed:
+      return "malformed";
+    case CookieVerdict::BadTag:
+      return "bad_tag";
+    case CookieVerdict::UnknownServer:
+      return "unknown_server";
+    case CookieVerdict::Unavailable:
+      return "unavailable";
   }
   return "?";
 }
@@ -154,8 +160,8 @@ Result<std::vector<uint8_t>> loadCookieKey(const config::Config& config,
                                            const config::Backend& backend,
                                            std::span<const uint8_t> fallback) {
   const std::string& file = !backend.sticky.keyFile.empty() ? backend.sticky.keyFile
-                            : config.statesync.enabled    ? config.statesync.keyFile
-                                                          : backend.sticky.keyFile;
+                            : config.statesync.enabled      ? config.statesync.keyFile
+                                                            : backend.sticky.keyFile;
   if (file.empty()) {
     if (fallback.empty()) return Error{"no sticky cookie key: no key file and no fallback"};
     return deriveCookieKey(fallback);

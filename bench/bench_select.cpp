@@ -43,7 +43,8 @@ void selectBench(benchmark::State& state, config::Algorithm a) {
   Pool pool(a, static_cast<size_t>(state.range(0)), state.range(1) != 0);
   auto sel = makeSelector(a, 1);
   std::vector<IpAddress> clients;
-  for (uint32_t i = 0; i < 1024; ++i) clients.push_back(IpAddress::fromV4(0x0a000000 + i * 2654435761u));
+  for (uint32_t i = 0; i < 1024; ++i)
+    clients.push_back(IpAddress::fromV4(0x0a000000 + i * 2654435761u));
   size_t i = 0;
   for (auto _ : state) {
     PickContext ctx;
@@ -52,8 +53,10 @@ void selectBench(benchmark::State& state, config::Algorithm a) {
   }
 }
 
-#define HALB_SELECT_BENCH(name, algo)                                                    \
-  void name(benchmark::State& s) { selectBench(s, config::Algorithm::algo); }          \
+#define HALB_SELECT_BENCH(name, algo)        \
+  void name(benchmark::State& s) {           \
+    selectBench(s, config::Algorithm::algo); \
+  }                                          \
   BENCHMARK(name)->ArgNames({"servers", "weighted"})->ArgsProduct({{4, 16, 64}, {0, 1}})
 
 HALB_SELECT_BENCH(RoundRobin, RoundRobin);

@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include "balancer/pool_manager.h"
 #include <thread>
 
+#include "balancer/pool_manager.h"
 #include "balancer/pool_service.h"
 #include "config/loader.h"
 
@@ -41,7 +41,8 @@ TEST(HttpCheckResponse, StatusRange) {
 TEST(HttpCheckResponse, BodyWithEveryFramingAndSplit) {
   const std::string bodies[] = {
       "HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\nstatus: healthy\r\n",
-      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7;ext=1\r\nstatus:\r\n9\r\n healthy\n\r\n0\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7;ext=1\r\nstatus:\r\n9\r\n "
+      "healthy\n\r\n0\r\n\r\n",
       "HTTP/1.0 200 OK\r\n\r\nstatus: healthy\n",
   };
   for (const auto& resp : bodies) {
@@ -58,8 +59,12 @@ TEST(HttpCheckResponse, BodyWithEveryFramingAndSplit) {
   }
   // The substring split across two chunks is still found (the body is decoded first).
   HttpCheckResponse r(200, 200, "healthy");
-  EXPECT_EQ(feedAll(r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nheal\r\n3\r\nthy\r\n0\r\n\r\n", 2),
-            Verdict::Pass);
+  EXPECT_EQ(
+      feedAll(
+          r,
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nheal\r\n3\r\nthy\r\n0\r\n\r\n",
+          2),
+      Verdict::Pass);
   HttpCheckResponse bad(200, 200, "x");
   EXPECT_EQ(bad.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), Verdict::Fail);
 }
@@ -70,9 +75,11 @@ TEST(HttpCheckResponse, BodyWithEveryFramingAndSplit) {
 // when it is empty) and remembers the last request.
 class FakeServer {
  public:
-  explicit FakeServer(uv::Loop& loop) : loop_(loop), listener_(std::make_unique<uv::TcpListener>(loop)) {
-    int rc = listener_->listen(SocketAddress{IpAddress::fromV4(0x7f000001), 0},
-                               [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
+  explicit FakeServer(uv::Loop& loop)
+      : loop_(loop), listener_(std::make_unique<uv::TcpListener>(loop)) {
+    int rc =
+        listener_->listen(SocketAddress{IpAddress::fromV4(0x7f000001), 0},
+                          [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
     EXPECT_EQ(rc, 0);
     address_ = listener_->local();
   }
@@ -82,7 +89,8 @@ class FakeServer {
   }
   void restart() {
     listener_ = std::make_unique<uv::TcpListener>(loop_);
-    int rc = listener_->listen(address_, [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
+    int rc = listener_->listen(
+        address_, [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
     ASSERT_EQ(rc, 0);
   }
   SocketAddress address() const { return address_; }
@@ -117,8 +125,11 @@ class FakeServer {
 config::ConfigPtr configFor(const SocketAddress& a, const std::string& health) {
   std::string yaml =
       "frontends:\n  - {name: f, bind: 127.0.0.1:8080, default_backend: web}\n"
-      "backends:\n  - name: web\n    health: " + health + "\n"
-      "    servers: [{name: s1, address: '" + a.toString() + "'}]\n";
+      "backends:\n  - name: web\n    health: " +
+      health +
+      "\n"
+      "    servers: [{name: s1, address: '" +
+      a.toString() + "'}]\n";
   auto r = config::loadConfigString(yaml, "t.yaml", {.node = "", .checkFiles = false});
   for (const auto& e : r.errors) ADD_FAILURE() << e.toString();
   return r.config;
@@ -153,12 +164,15 @@ TEST_F(CheckerTest, HttpStatusBodyAndHost) {
   FakeServer server(loop);
   server.response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   auto cfg = configFor(server.address(),
-                       "{type: http, path: /healthz, host: app.internal, interval: 50ms, timeout: 40ms, expect_body: ok}");
+                       "{type: http, path: /healthz, host: app.internal, interval: 50ms, timeout: "
+                       "40ms, expect_body: ok}");
   checker.configure(*cfg);
   runFor(1);
   EXPECT_TRUE(results[0].ok) << results[0].detail;
-  EXPECT_NE(server.lastRequest.find("GET /healthz HTTP/1.1\r\n"), std::string::npos) << server.lastRequest;
-  EXPECT_NE(server.lastRequest.find("\r\nHost: app.internal\r\n"), std::string::npos) << server.lastRequest;
+  EXPECT_NE(server.lastRequest.find("GET /healthz HTTP/1.1\r\n"), std::string::npos)
+      << server.lastRequest;
+  EXPECT_NE(server.lastRequest.find("\r\nHost: app.internal\r\n"), std::string::npos)
+      << server.lastRequest;
   server.response = "HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nok";
   results.clear();
   runFor(1);
@@ -178,7 +192,8 @@ TEST_F(CheckerTest, DefaultHostIsTheServerAddress) {
   checker.configure(*cfg);
   runFor(1);
   EXPECT_TRUE(results[0].ok) << results[0].detail;
-  EXPECT_NE(server.lastRequest.find("\r\nHost: " + server.address().toString() + "\r\n"), std::string::npos);
+  EXPECT_NE(server.lastRequest.find("\r\nHost: " + server.address().toString() + "\r\n"),
+            std::string::npos);
 }
 
 TEST_F(CheckerTest, TimeoutWhenTheServerNeverAnswers) {
@@ -210,12 +225,14 @@ TEST(HealthEndToEnd, ServerDiesAndReturns) {
   // Checker -> PoolManager -> published snapshots, against a real server that goes away.
   uv::Loop loop;
   FakeServer server(loop);
-  auto cfg = configFor(server.address(), "{type: tcp, interval: 20ms, timeout: 15ms, rise: 2, fall: 2}");
+  auto cfg =
+      configFor(server.address(), "{type: tcp, interval: 20ms, timeout: 15ms, rise: 2, fall: 2}");
   std::vector<PoolSnapshotPtr> published;
   PoolManager::Options opts;
   opts.publish = [&](PoolSnapshotPtr s) { published.push_back(s); };
   PoolManager pm(opts, cfg, loop.now());
-  HealthChecker checker(loop, [&](uint64_t id, const CheckResult& r) { pm.onCheckResult(id, r, loop.now()); }, 2);
+  HealthChecker checker(
+      loop, [&](uint64_t id, const CheckResult& r) { pm.onCheckResult(id, r, loop.now()); }, 2);
   checker.configure(*cfg);
   auto status = [&] { return pm.snapshot()->backends[0].servers[0].healthy; };
   ASSERT_TRUE(loop.runUntil([&] { return server.accepted >= 1; }, 5s));
@@ -244,7 +261,9 @@ TEST(PoolServiceTest, WorkerFailuresEjectAndTheServerReturns) {
       "frontends:\n  - {name: f, bind: 127.0.0.1:8080, default_backend: web}\n"
       "backends:\n  - name: web\n    health: {type: none}\n"
       "    outlier: {consecutive_failures: 3, base_ejection: 50ms, max_ejection: 1s}\n"
-      "    servers:\n      - {name: s1, address: '" + server.address().toString() + "'}\n"
+      "    servers:\n      - {name: s1, address: '" +
+      server.address().toString() +
+      "'}\n"
       "      - {name: s2, address: 127.0.0.1:1}\n";
   auto r = config::loadConfigString(yaml, "t.yaml", {.node = "", .checkFiles = false});
   ASSERT_TRUE(r.ok());
@@ -257,13 +276,14 @@ TEST(PoolServiceTest, WorkerFailuresEjectAndTheServerReturns) {
   // A worker thread reports three connect failures against s2.
   std::thread worker([&, snap = published.back()] {
     for (int i = 0; i < 3; ++i)
-      svc.manager().reporter(1).report(snap->backends[0], snap->backends[0].servers[1], Outcome::ConnectFailure);
+      svc.manager().reporter(1).report(snap->backends[0], snap->backends[0].servers[1],
+                                       Outcome::ConnectFailure);
   });
   worker.join();
   auto s2 = [&] { return published.back()->backends[0].servers[1].healthy; };
   ASSERT_TRUE(loop.runUntil([&] { return !s2(); }, 5s));  // woken through uv_async
   TimePoint ejected = loop.now();
-  ASSERT_TRUE(loop.runUntil([&] { return s2(); }, 5s));   // and back by the service's timer
+  ASSERT_TRUE(loop.runUntil([&] { return s2(); }, 5s));  // and back by the service's timer
   EXPECT_GE(loop.now() - ejected, 40ms);
 }
 

@@ -13,7 +13,7 @@ TEST(HealthTracker, FirstResultDecidesThenRiseFall) {
   EXPECT_TRUE(t.up());  // boot: optimistic until the first check
   EXPECT_TRUE(t.onResult(false));
   EXPECT_EQ(t.status(), HealthStatus::Down);
-  EXPECT_FALSE(t.onResult(true));  // rise 2: one success is not enough
+  EXPECT_FALSE(t.onResult(true));   // rise 2: one success is not enough
   EXPECT_FALSE(t.onResult(false));  // and a failure resets the streak
   EXPECT_FALSE(t.onResult(true));
   EXPECT_TRUE(t.onResult(true));

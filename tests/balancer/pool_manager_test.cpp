@@ -12,7 +12,8 @@ using namespace std::chrono_literals;
 config::ConfigPtr load(const std::string& backends) {
   std::string yaml =
       "frontends:\n  - {name: f, bind: 127.0.0.1:8080, default_backend: web}\n"
-      "backends:\n" + backends;
+      "backends:\n" +
+      backends;
   auto r = config::loadConfigString(yaml, "test.yaml", {.node = "", .checkFiles = false});
   for (const auto& e : r.errors) ADD_FAILURE() << e.toString();
   return r.config;
@@ -23,7 +24,8 @@ const std::string kWeb =
     "    algorithm: maglev\n"
     "    slow_start: 10s\n"
     "    health: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2}\n"
-    "    outlier: {consecutive_failures: 3, base_ejection: 10s, max_ejection: 40s, max_ejected_percent: 50}\n"
+    "    outlier: {consecutive_failures: 3, base_ejection: 10s, max_ejection: 40s, "
+    "max_ejected_percent: 50}\n"
     "    servers:\n"
     "      - {name: a, address: 10.0.0.1:80}\n"
     "      - {name: b, address: 10.0.0.2:80}\n"
@@ -48,7 +50,9 @@ class PoolManagerTest : public ::testing::Test {
     throw std::runtime_error("no server");
   }
   uint64_t id(const char* name) { return *pm->findServer("web", name); }
-  void check(const char* name, bool ok) { pm->onCheckResult(id(name), {ok, ok ? "connected" : "refused", 1ms}, clock.now()); }
+  void check(const char* name, bool ok) {
+    pm->onCheckResult(id(name), {ok, ok ? "connected" : "refused", 1ms}, clock.now());
+  }
   void fail(const char* name, int times, size_t worker = 0, Outcome o = Outcome::ConnectFailure) {
     for (int i = 0; i < times; ++i) {
       auto snap = pm->snapshot();
@@ -66,8 +70,8 @@ class PoolManagerTest : public ::testing::Test {
 
 TEST_F(PoolManagerTest, BootSnapshotServesAtOnce) {
   ASSERT_EQ(published.size(), 1u);
-  EXPECT_EQ(web().usableCount(), 4u);  // Unknown counts as up at boot
-  EXPECT_EQ(server("c").weight, 50u);  // no slow start at boot
+  EXPECT_EQ(web().usableCount(), 4u);        // Unknown counts as up at boot
+  EXPECT_EQ(server("c").weight, 50u);        // no slow start at boot
   EXPECT_NE(web().algorithmState, nullptr);  // maglev table built here
   EXPECT_EQ(healthEvents, (std::vector<std::pair<std::string, bool>>{{"web", true}}));
   EXPECT_TRUE(pm->backendHasHealthyServer("web"));
@@ -202,7 +206,8 @@ TEST_F(PoolManagerTest, MetricsAndStatus) {
   EXPECT_NE(t.find("halb_server_healthy{backend=\"web\",server=\"a\"} 0"), std::string::npos) << t;
   EXPECT_NE(t.find("halb_server_healthy{backend=\"web\",server=\"b\"} 1"), std::string::npos);
   EXPECT_NE(t.find("halb_backend_no_healthy_server{backend=\"web\"} 0"), std::string::npos);
-  EXPECT_NE(t.find("halb_server_admin_state{backend=\"web\",server=\"a\",state=\"ready\"} 1"), std::string::npos);
+  EXPECT_NE(t.find("halb_server_admin_state{backend=\"web\",server=\"a\",state=\"ready\"} 1"),
+            std::string::npos);
   std::string j = pm->statusJson(clock.now());
   EXPECT_NE(j.find("\"name\":\"a\""), std::string::npos) << j;
   EXPECT_NE(j.find("\"health\":\"down\""), std::string::npos) << j;

@@ -49,8 +49,9 @@ class RouterTest : public ::testing::Test {
 };
 
 TEST_F(RouterTest, Hosts) {
-  load("      - {backend: a, match: {host: api.example.com}}\n"
-       "      - {backend: b, match: {host: ['*.example.com', example.org]}}\n");
+  load(
+      "      - {backend: a, match: {host: api.example.com}}\n"
+      "      - {backend: b, match: {host: ['*.example.com', example.org]}}\n");
   FakeRequest r;
   r.h = "api.example.com";
   EXPECT_EQ(route(r), "a");
@@ -71,9 +72,10 @@ TEST_F(RouterTest, Hosts) {
 }
 
 TEST_F(RouterTest, Paths) {
-  load("      - {backend: a, match: {path: /exact}}\n"
-       "      - {backend: b, match: {path_prefix: /v1/}}\n"
-       "      - {backend: c, match: {path_regex: '^/users/[0-9]+$'}}\n");
+  load(
+      "      - {backend: a, match: {path: /exact}}\n"
+      "      - {backend: b, match: {path_prefix: /v1/}}\n"
+      "      - {backend: c, match: {path_regex: '^/users/[0-9]+$'}}\n");
   FakeRequest r;
   r.p = "/exact";
   EXPECT_EQ(route(r), "a");
@@ -103,9 +105,11 @@ TEST_F(RouterTest, UnanchoredRegexSearches) {
 }
 
 TEST_F(RouterTest, HeadersAndCookies) {
-  load("      - {backend: a, match: {headers: [{name: X-Canary}]}}\n"
-       "      - {backend: b, match: {headers: [{name: x-env, value: staging}], cookies: [{name: beta, value: '1'}]}}\n"
-       "      - {backend: c, match: {cookies: [{name: session, regex: '^adm-'}]}}\n");
+  load(
+      "      - {backend: a, match: {headers: [{name: X-Canary}]}}\n"
+      "      - {backend: b, match: {headers: [{name: x-env, value: staging}], cookies: [{name: "
+      "beta, value: '1'}]}}\n"
+      "      - {backend: c, match: {cookies: [{name: session, regex: '^adm-'}]}}\n");
   FakeRequest r;
   EXPECT_EQ(route(r), "dflt");
   r.headers["x-canary"] = "";  // present, even empty
@@ -124,9 +128,10 @@ TEST_F(RouterTest, HeadersAndCookies) {
 }
 
 TEST_F(RouterTest, MethodsAndFirstMatchWins) {
-  load("      - {backend: a, match: {method: [POST, put], path_prefix: /api/}}\n"
-       "      - {backend: b, match: {path_prefix: /api/}}\n"
-       "      - {backend: c, match: {path_prefix: /api/admin}}\n");
+  load(
+      "      - {backend: a, match: {method: [POST, put], path_prefix: /api/}}\n"
+      "      - {backend: b, match: {path_prefix: /api/}}\n"
+      "      - {backend: c, match: {path_prefix: /api/admin}}\n");
   FakeRequest r;
   r.p = "/api/admin/x";
   EXPECT_EQ(route(r), "b");  // c is shadowed by b: order decides, not specificity

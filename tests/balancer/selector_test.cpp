@@ -16,13 +16,14 @@ namespace {
 using config::Algorithm;
 using testing::FakeBackend;
 
-constexpr Algorithm kAll[] = {Algorithm::RoundRobin, Algorithm::WeightedRoundRobin,
-                              Algorithm::LeastConn,  Algorithm::P2C,
-                              Algorithm::Random,     Algorithm::SourceHash,
-                              Algorithm::Maglev};
+constexpr Algorithm kAll[] = {
+    Algorithm::RoundRobin, Algorithm::WeightedRoundRobin, Algorithm::LeastConn, Algorithm::P2C,
+    Algorithm::Random,     Algorithm::SourceHash,         Algorithm::Maglev};
 
 // A distinct client per pick for the hashing algorithms.
-IpAddress client(uint32_t i) { return IpAddress::fromV4(0xc0000000 + i * 7919); }
+IpAddress client(uint32_t i) {
+  return IpAddress::fromV4(0xc0000000 + i * 7919);
+}
 
 // Counts picks per server index over `n` picks; connections are not held.
 std::vector<size_t> histogram(FakeBackend& b, Selector& sel, size_t n) {

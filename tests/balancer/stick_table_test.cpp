@@ -11,8 +11,8 @@ namespace halb::balancer {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr uint64_t kB = 7;   // backend id of the small table
-constexpr uint64_t kBig = 8; // a table large enough to spread over every shard
+constexpr uint64_t kB = 7;    // backend id of the small table
+constexpr uint64_t kBig = 8;  // a table large enough to spread over every shard
 
 struct Recorder {
   std::vector<repl::Change> changes;
@@ -219,7 +219,8 @@ TEST(StickTableConcurrency, WorkersAndControlThreadTogether) {
     t->expire(now());
     size_t n = 0;
     t->forEachStick([&](const repl::StickEntry&) { ++n; });
-    t->applyStick({1, "u" + std::to_string(round), 9, 1s, {7, static_cast<uint64_t>(round + 1)}}, now());
+    t->applyStick({1, "u" + std::to_string(round), 9, 1s, {7, static_cast<uint64_t>(round + 1)}},
+                  now());
     if (round % 50 == 25) t->configure({{1, 1s, round % 100 == 25 ? 800u : 5000u}, {2, 1s, 100}});
   }
   stop = true;

@@ -12,7 +12,9 @@
 namespace halb::balancer {
 namespace {
 
-std::vector<uint8_t> key(char c) { return deriveCookieKey(std::vector<uint8_t>(32, uint8_t(c))); }
+std::vector<uint8_t> key(char c) {
+  return deriveCookieKey(std::vector<uint8_t>(32, uint8_t(c)));
+}
 
 TEST(StickyCookie, RoundTrip) {
   testing::FakeBackend b(config::Algorithm::RoundRobin, {1, 1, 1});
@@ -20,8 +22,9 @@ TEST(StickyCookie, RoundTrip) {
   for (const auto& s : b.view.servers) {
     std::string v = codec.encode(b.view.id, s.id);
     EXPECT_EQ(v.size(), StickyCookie::kValueChars);
-    EXPECT_EQ(v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-              std::string::npos);
+    EXPECT_EQ(
+        v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+        std::string::npos);
     CookieVerdict verdict;
     EXPECT_EQ(codec.resolve(b.view, v, verdict), &s);
     EXPECT_EQ(verdict, CookieVerdict::Ok);
@@ -87,7 +90,8 @@ TEST(StickyCookie, UnknownAndUnavailableServers) {
 TEST(StickyCookie, SetCookieHeader) {
   EXPECT_EQ(StickyCookie::setCookieHeader("HALB_SERVER", "abc", false),
             "HALB_SERVER=abc; Path=/; HttpOnly; SameSite=Lax");
-  EXPECT_EQ(StickyCookie::setCookieHeader("S", "v", true), "S=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+  EXPECT_EQ(StickyCookie::setCookieHeader("S", "v", true),
+            "S=v; Path=/; HttpOnly; SameSite=Lax; Secure");
 }
 
 class CookieKeyTest : public ::testing::Test {
@@ -102,7 +106,7 @@ class CookieKeyTest : public ::testing::Test {
   void write(const std::string& name, const std::string& text) {
     std::ofstream(dir_ + "/" + name) << text;
     std::filesystem::permissions(dir_ + "/" + name, std::filesystem::perms::owner_read |
-                                                       std::filesystem::perms::owner_write);
+                                                        std::filesystem::perms::owner_write);
   }
   config::ConfigPtr load(const std::string& yaml) {
     auto r = config::loadConfigString(yaml, dir_ + "/halb.yaml", {});
@@ -125,7 +129,8 @@ TEST_F(CookieKeyTest, Sources) {
   EXPECT_EQ(*k1, deriveCookieKey(fallback));
   EXPECT_FALSE(loadCookieKey(*standalone, standalone->backends[0], {}));
 
-  auto pair = load(base + "}\nstatesync: {listen: 127.0.0.1:7400, peer: 127.0.0.2:7400, key_file: sync.key}\n");
+  auto pair = load(
+      base + "}\nstatesync: {listen: 127.0.0.1:7400, peer: 127.0.0.2:7400, key_file: sync.key}\n");
   ASSERT_TRUE(pair);
   auto k2 = loadCookieKey(*pair, pair->backends[0], fallback);
   ASSERT_TRUE(k2);
@@ -147,7 +152,8 @@ TEST_F(CookieKeyTest, Sources) {
       dir_ + "/halb.yaml", {});
   ASSERT_EQ(bad.errors.size(), 1u);
   EXPECT_NE(bad.errors[0].message.find("only applies to mode: cookie"), std::string::npos);
-  auto missing = config::loadConfigString(base + ", key_file: nope.key}\n", dir_ + "/halb.yaml", {});
+  auto missing =
+      config::loadConfigString(base + ", key_file: nope.key}\n", dir_ + "/halb.yaml", {});
   EXPECT_FALSE(missing.ok());
 }
 

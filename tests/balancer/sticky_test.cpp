@@ -30,12 +30,17 @@ struct Req : RequestView {
 class StickyTest : public ::testing::Test {
  protected:
   StickyTest() {
-    std::string yaml = "frontends:\n  - {name: f, bind: 127.0.0.1:8080, default_backend: ck}\nbackends:\n";
-    for (auto [name, sticky] : {std::pair{"ck", "{mode: cookie}"}, std::pair{"src", "{mode: source}"},
-                                std::pair{"app", "{mode: app_cookie, name: SID}"},
-                                std::pair{"hdr", "{mode: header, name: X-User}"}})
-      yaml += std::string("  - name: ") + name + "\n    algorithm: round_robin\n    health: {type: none}\n"
-              "    sticky: " + sticky + "\n    servers:\n"
+    std::string yaml =
+        "frontends:\n  - {name: f, bind: 127.0.0.1:8080, default_backend: ck}\nbackends:\n";
+    for (auto [name, sticky] :
+         {std::pair{"ck", "{mode: cookie}"}, std::pair{"src", "{mode: source}"},
+          std::pair{"app", "{mode: app_cookie, name: SID}"},
+          std::pair{"hdr", "{mode: header, name: X-User}"}})
+      yaml += std::string("  - name: ") + name +
+              "\n    algorithm: round_robin\n    health: {type: none}\n"
+              "    sticky: " +
+              sticky +
+              "\n    servers:\n"
               "      - {name: a, address: 10.0.0.1:80}\n      - {name: b, address: 10.0.0.2:80}\n"
               "      - {name: c, address: 10.0.0.3:80}\n";
     auto r = config::loadConfigString(yaml, "t.yaml", {.node = "", .checkFiles = false});

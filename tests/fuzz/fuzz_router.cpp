@@ -38,7 +38,8 @@ const config::Config& fuzzConfig() {
         "      - {backend: a, match: {host: api.example.com, path: /exact}}\n"
         "      - {backend: a, match: {host: '*.example.com', path_prefix: /v1/}}\n"
         "      - {backend: a, match: {path_regex: '^/(a|b)*/[0-9]+$', method: [GET, POST]}}\n"
-        "      - {backend: a, match: {headers: [{name: x-a}, {name: x-b, value: v}, {name: x-c, regex: '^[a-z]+$'}]}}\n"
+        "      - {backend: a, match: {headers: [{name: x-a}, {name: x-b, value: v}, {name: x-c, "
+        "regex: '^[a-z]+$'}]}}\n"
         "      - {backend: a, match: {cookies: [{name: s, regex: '(x|y)+z'}]}}\n"
         "backends:\n  - {name: a, servers: [{name: s, address: 127.0.0.1:9000}]}\n"
         "  - {name: d, servers: [{name: s, address: 127.0.0.1:9001}]}\n",
@@ -67,7 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     size_t colon = line.find(':');
     std::string name(line.substr(0, colon));
-    std::string value(colon == std::string_view::npos ? std::string_view() : line.substr(colon + 1));
+    std::string value(colon == std::string_view::npos ? std::string_view()
+                                                      : line.substr(colon + 1));
     if (name.rfind("cookie-", 0) == 0)
       r.cookies[name.substr(7)] = value;
     else
