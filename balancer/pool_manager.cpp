@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstdio>
 
+#include "common/json.h"
 #include "common/log.h"
 
 namespace halb::balancer {
@@ -13,38 +14,6 @@ namespace {
 // A slow-start ramp is published in about this many steps (each a snapshot rebuild).
 constexpr int kRampSteps = 20;
 constexpr Duration kMinRampStep = std::chrono::milliseconds(100);
-
-void appendJsonString(std::string& out, std::string_view s) {
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
 
 std::string hexId(uint64_t id) {
   char buf[17];
@@ -434,65 +403,60 @@ void PoolManager::writeMetrics(PromWriter& w, TimePoint now) const {
 }
 
 std::string PoolManager::statusJson(TimePoint now) const {
-  std::string o;
-  o += "{\"generation\":" + std::to_string(generation_) + ",\"backends\":[";
-  bool firstB = true;
+  JsonWriter j;
+  writeStatus(j, now);
+  return j.take();
+}
+
+void PoolManager::writeStatus(JsonWriter& j, TimePoint now) const {
+  j.beginObject();
+  j.key("generation").value(generation_);
+  j.key("backends").beginArray();
   for (const auto& bv : snapshot_->backends) {
     const config::Backend& b = *bv.config;
-    if (!firstB) o += ',';
-    firstB = false;
-    o += "{\"name\":";
-    appendJsonString(o, b.name);
-    o += ",\"algorithm\":";
-    appendJsonString(o, config::toString(b.algorithm));
-    o += ",\"has_healthy_server\":";
-    o += backendHasHealthyServer(b.name) ? "true" : "false";
-    o += ",\"usable_servers\":" + std::to_string(bv.usableCount());
-    o += ",\"servers\":[";
-    bool firstS = true;
+    j.beginObject();
+    j.key("name").value(b.name);
+    j.key("algorithm").value(config::toString(b.algorithm));
+    j.key("has_healthy_server").value(backendHasHealthyServer(b.name));
+    j.key("usable_servers").value(static_cast<uint64_t>(bv.usableCount()));
+    j.key("servers").beginArray();
     for (const auto& sv : bv.servers) {
       const ServerState& st = *servers_.at(sv.id);
-      if (!firstS) o += ',';
-      firstS = false;
-      o += "{\"name\":";
-      appendJsonString(o, sv.config->name);
-      o += ",\"id\":\"" + hexId(sv.id) + "\",\"address\":";
-      appendJsonString(o, sv.address.toString());
-      o += ",\"admin\":\"";
-      o += toString(st.admin);
-      o += "\",\"health\":\"";
-      o += toString(st.health.status());
-      o += "\",\"healthy\":";
-      o += sv.healthy ? "true" : "false";
-      o += ",\"accepts_new\":";
-      o += sv.acceptsNew() ? "true" : "false";
-      o += ",\"weight\":" + std::to_string(sv.weight);
-      o += ",\"configured_weight\":" + std::to_string(sv.config->weight);
-      if (st.weightOverride) o += ",\"weight_override\":" + std::to_string(*st.weightOverride);
+      j.beginObject();
+      j.key("name").value(sv.config->name);
+      j.key("id").value(hexId(sv.id));
+      j.key("address").value(sv.address.toString());
+      j.key("admin").value(toString(st.admin));
+      j.key("health").value(toString(st.health.status()));
+      j.key("healthy").value(sv.healthy);
+      j.key("accepts_new").value(sv.acceptsNew());
+      j.key("weight").value(sv.weight);
+      j.key("configured_weight").value(sv.config->weight);
+      if (st.weightOverride) j.key("weight_override").value(*st.weightOverride);
       if (st.rampSince)
-        o += ",\"slow_start_ms_left\":" +
-             std::to_string(std::max<int64_t>(0, toMillis(*st.rampSince + b.slowStart - now)));
-      o += ",\"ejected\":";
-      o += st.outlier.ejected(now) ? "true" : "false";
-      if (st.outlier.ejected(now))
-        o += ",\"ejected_ms_left\":" + std::to_string(toMillis(st.outlier.ejectedUntil() - now));
-      o += ",\"ejections\":" + std::to_string(st.outlier.ejections());
-      o += ",\"active\":" + std::to_string(st.stats->active.load(std::memory_order_relaxed));
-      o += ",\"consecutive_failures\":" +
-           std::to_string(st.stats->consecutiveFailures.load(std::memory_order_relaxed));
+        j.key("slow_start_ms_left")
+            .value(std::max<int64_t>(0, toMillis(*st.rampSince + b.slowStart - now)));
+      const bool ejected = st.outlier.ejected(now);
+      j.key("ejected").value(ejected);
+      if (ejected) j.key("ejected_ms_left").value(toMillis(st.outlier.ejectedUntil() - now));
+      j.key("ejections").value(st.outlier.ejections());
+      j.key("active").value(st.stats->active.load(std::memory_order_relaxed));
+      j.key("consecutive_failures")
+          .value(st.stats->consecutiveFailures.load(std::memory_order_relaxed));
       if (st.checksOk + st.checksFailed > 0) {
-        o += ",\"last_check\":{\"ok\":";
-        o += st.lastCheck.ok ? "true" : "false";
-        o += ",\"detail\":";
-        appendJsonString(o, st.lastCheck.detail);
-        o += ",\"latency_ms\":" + std::to_string(toMillis(st.lastCheck.latency)) + "}";
+        j.key("last_check").beginObject();
+        j.key("ok").value(st.lastCheck.ok);
+        j.key("detail").value(st.lastCheck.detail);
+        j.key("latency_ms").value(toMillis(st.lastCheck.latency));
+        j.endObject();
       }
-      o += '}';
+      j.endObject();
     }
-    o += "]}";
+    j.endArray();
+    j.endObject();
   }
-  o += "]}";
-  return o;
+  j.endArray();
+  j.endObject();
 }
 
 }  // namespace halb::balancer

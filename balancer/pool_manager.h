@@ -17,6 +17,7 @@
 
 #include "balancer/health.h"
 #include "balancer/pool.h"
+#include "common/json.h"
 #include "common/prom.h"
 #include "common/time.h"
 #include "config/config.h"
@@ -73,6 +74,8 @@ class PoolManager {
   void writeMetrics(PromWriter& w, TimePoint now) const;
   // {"generation":..,"backends":[{"name":..,"servers":[...]}]}
   std::string statusJson(TimePoint now) const;
+  // The same object, written into a larger document (the app's /status).
+  void writeStatus(JsonWriter& json, TimePoint now) const;
 
  private:
   struct ServerState;
