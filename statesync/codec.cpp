@@ -586,8 +586,9 @@ bool encodeEntryBody(std::string& o, ChangeKind kind, const StickEntry& s, const
   return false;
 }
 
-BatchWriter BatchWriter::updates(std::string& out, uint64_t firstSeq) {
+BatchWriter BatchWriter::updates(std::string& out, uint64_t firstSeq, uint64_t sendTimeUs) {
   putU64(out, firstSeq);
+  putU64(out, sendTimeUs);
   size_t pos = out.size();
   putU32(out, 0);
   return BatchWriter(out, pos);
@@ -745,6 +746,7 @@ Result<Updates> decodeUpdates(std::span<const uint8_t> p) {
   Reader r(p);
   Updates m;
   m.firstSeq = r.u64("updates.first_seq");
+  m.sendTimeUs = r.u64("updates.send_time");
   uint32_t n = readCount(r, "updates.count");
   if (r.ok() && (m.firstSeq == 0 || m.firstSeq > std::numeric_limits<uint64_t>::max() - n))
     r.fail("updates.first_seq: out of range");

@@ -259,8 +259,9 @@ bool encodeConnEntry(std::string& out, const repl::ConnEntry& c);
 // count is patched at the end so the builder needs no second pass.
 class BatchWriter {
  public:
-  // Starts an UPDATES payload at the end of `out`.
-  static BatchWriter updates(std::string& out, uint64_t firstSeq);
+  // Starts an UPDATES payload at the end of `out`; sendTimeUs is the sender's monotonic clock
+  // when it frames the batch (the receiver's one-way delay estimate, spec §11).
+  static BatchWriter updates(std::string& out, uint64_t firstSeq, uint64_t sendTimeUs);
   static BatchWriter snapshotChunk(std::string& out, uint32_t snapshotId);
   static BatchWriter transfer(std::string& out, uint64_t transferId);
   // UPDATES entries carry kind and age; chunk entries carry kind; transfer entries neither.
@@ -292,6 +293,7 @@ Result<Close> decodeClose(std::span<const uint8_t> p);
 
 struct Updates {
   uint64_t firstSeq = 0;
+  uint64_t sendTimeUs = 0;
   std::vector<Entry> entries;
 };
 struct SnapshotChunk {

@@ -472,6 +472,8 @@ void Session::activate(Conn& c, TimePoint now, bool announce) {
   // Inbound: a new peer process means what we hold of its stream is history.
   if (c.peerIncarnation != peerIncarnation_) {
     peerIncarnation_ = c.peerIncarnation;
+    offsetSampleCount_ = 0;  // a new process may have a new clock (a rebooted host)
+    srtt_.reset();
     rxComplete_ = false;
     rxExpected_ = 0;
     lastAckSent_ = 0;
@@ -633,12 +635,19 @@ void Session::onUpdates(Conn& c, wire::Updates&& m, TimePoint now) {
                          "UPDATES gap: expected sequence " + std::to_string(rxExpected_) + ", got " +
                              std::to_string(m.firstSeq),
                          now);
-  double halfRtt = srtt_ ? seconds(*srtt_) / 2 : 0.0;
+  // The frame's one-way delay: its send time moved to our clock by the offset estimate (this
+  // sees a receiver that was busy or descheduled, which RTT/2 would miss); RTT/2 until the
+  // first heartbeat round trip.
+  double transit = srtt_ ? seconds(*srtt_) / 2 : 0.0;
+  if (auto off = clockOffset()) {
+    int64_t sentHere = static_cast<int64_t>(m.sendTimeUs) - std::chrono::duration_cast<microseconds>(*off).count();
+    transit = static_cast<double>(std::max<int64_t>(0, static_cast<int64_t>(micros(now)) - sentHere)) / 1e6;
+  }
   uint64_t seq = m.firstSeq;
   for (const auto& e : m.entries) {
     if (seq++ < rxExpected_) continue;  // already applied (overlap after a connection switch)
     applyEntry(e, now);
-    lag_.observe(static_cast<double>(e.ageUs) / 1e6 + halfRtt);
+    lag_.observe(static_cast<double>(e.ageUs) / 1e6 + transit);
     ++rxExpected_;
   }
   metrics_.entriesReceived += m.entries.size();
@@ -675,12 +684,16 @@ void Session::applyEntry(const wire::Entry& e, TimePoint now) {
 
 void Session::onHeartbeat(Conn& c, const wire::Heartbeat& m, TimePoint now) {
   if (m.echoTimeUs != 0) {
-    // Both timestamps are ours: the sample needs no clock agreement between the nodes.
-    int64_t sample = static_cast<int64_t>(micros(now)) - static_cast<int64_t>(m.echoTimeUs) -
-                     static_cast<int64_t>(m.echoDelayUs);
-    if (sample >= 0) {
-      Duration r = microseconds(sample);
+    // t1: we sent the echoed heartbeat (our clock); t2/t3: the peer received it / sent this
+    // one (its clock); t4: now (ours). The RTT needs no clock agreement; the offset is NTP's
+    // ((t2 - t1) + (t3 - t4)) / 2, exact when the path is symmetric.
+    auto t1 = static_cast<int64_t>(m.echoTimeUs), t3 = static_cast<int64_t>(m.timeUs);
+    auto t2 = t3 - static_cast<int64_t>(m.echoDelayUs), t4 = static_cast<int64_t>(micros(now));
+    int64_t rtt = (t4 - t1) - (t3 - t2);
+    if (rtt >= 0) {
+      Duration r = microseconds(rtt);
       srtt_ = srtt_ ? (*srtt_ * 7 + r) / 8 : r;
+      offsetSamples_[offsetSampleCount_++ % offsetSamples_.size()] = {rtt, ((t2 - t1) + (t3 - t4)) / 2};
     }
   }
   c.peerHbTimeUs = m.timeUs;
@@ -806,7 +819,7 @@ void Session::startSnapshot(Conn& c, wire::SnapshotReason reason, TimePoint now)
 
 void Session::sendUpdates(Conn& c, TimePoint now) {
   wire::FrameBuilder b;
-  auto w = wire::BatchWriter::updates(b.payload(), cursor_);
+  auto w = wire::BatchWriter::updates(b.payload(), cursor_, micros(now));
   while (cursor_ < log_.nextSeq() && w.count() < s_.batchEntries && b.payloadSize() < s_.frameBytes) {
     const OutboundLog::Item* it = log_.find(cursor_);
     if (!it) break;
@@ -912,6 +925,16 @@ void Session::shutdown(TimePoint now) {
   std::vector<ConnId> ids;
   for (const auto& [id, c] : conns_) ids.push_back(id);
   for (ConnId id : ids) drop(id, "shutting down", now, true, wire::CloseCode::Shutdown);
+}
+
+std::optional<Duration> Session::clockOffset() const {
+  size_t n = std::min(offsetSampleCount_, offsetSamples_.size());
+  if (n == 0) return std::nullopt;
+  // The sample with the lowest RTT had the least room for asymmetric queueing.
+  const OffsetSample* best = &offsetSamples_[0];
+  for (size_t i = 1; i < n; ++i)
+    if (offsetSamples_[i].rttUs < best->rttUs) best = &offsetSamples_[i];
+  return microseconds(best->offsetUs);
 }
 
 void Session::setConnectToPeer(bool on, TimePoint now) {

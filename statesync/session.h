@@ -7,6 +7,7 @@
 // what it holds of the peer's stream, reconnection back-off. At most one authenticated
 // connection is *active* (carries replication); others are handshakes in progress, or the
 // loser of a simultaneous connect about to be closed.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -175,12 +176,16 @@ class Session {
   uint32_t highestEpochSeen() const { return maxEpochSeen_; }
   uint64_t incarnation() const { return incarnation_; }
   std::optional<Duration> rtt() const { return srtt_; }
+  // The peer's monotonic clock minus ours, from the heartbeat exchange (NTP's formula on the
+  // lowest-RTT recent sample); nullopt until a heartbeat made the round trip.
+  std::optional<Duration> clockOffset() const;
   size_t outboundQueued() const { return log_.size() + coalescer_.size(); }
   bool snapshotSending() const { return snapshot_ != nullptr; }
   ConnId activeConnection() const { return active_; }
   const Metrics& metrics() const { return metrics_; }
   const Coalescer::Stats& coalescing() const { return coalescer_.stats(); }
-  // change -> applied here, estimated as the age the sender stamped plus half the RTT.
+  // change -> applied here: the age the sender stamped when framing, plus the frame's one-way
+  // delay from its send time and the clock offset (spec §11).
   const Histogram& lagHistogram() const { return lag_; }
   const Histogram& snapshotDurationHistogram() const { return snapshotDuration_; }
 
@@ -285,6 +290,12 @@ class Session {
   uint64_t lastAckSent_ = 0;
   std::optional<TimePoint> ackDue_;
   std::optional<Duration> srtt_;
+  struct OffsetSample {
+    int64_t rttUs = 0;
+    int64_t offsetUs = 0;
+  };
+  std::array<OffsetSample, 16> offsetSamples_{};
+  size_t offsetSampleCount_ = 0;
 
   std::map<uint64_t, TimePoint> transfers_;  // id -> deadline
   uint64_t nextTransferId_ = 1;

@@ -40,7 +40,7 @@ void roundTrip(std::span<const uint8_t> p, Decode decode) {
 
 std::string reencodeEntries(const std::vector<Entry>& entries, bool withAge) {
   std::string p;
-  auto w = withAge ? BatchWriter::updates(p, 1) : BatchWriter::snapshotChunk(p, 1);
+  auto w = withAge ? BatchWriter::updates(p, 1, 0) : BatchWriter::snapshotChunk(p, 1);
   for (const auto& e : entries) {
     std::string body;
     check(encodeEntryBody(body, e.kind, e.stick, e.conn));

@@ -130,13 +130,14 @@ TEST(CodecGolden, EntryBodies) {
 
 TEST(CodecGolden, UpdatesBatch) {
   std::string payload;
-  auto w = BatchWriter::updates(payload, 5);
+  auto w = BatchWriter::updates(payload, 5, 0x0a0b);
   w.addUpdate(ChangeKind::StickUpsert, 1500, unhex(kStickBody));
   w.finish();
-  EXPECT_EQ(hex(payload), strip(std::string("0000000000000005 00000001 01 dc0b ") + kStickBody));
+  EXPECT_EQ(hex(payload), strip(std::string("0000000000000005 0000000000000a0b 00000001 01 dc0b ") + kStickBody));
   auto d = decodeUpdates(bytes(payload));
   ASSERT_TRUE(d) << d.error();
   EXPECT_EQ(d->firstSeq, 5u);
+  EXPECT_EQ(d->sendTimeUs, 0xa0bu);
   ASSERT_EQ(d->entries.size(), 1u);
   EXPECT_EQ(d->entries[0].ageUs, 1500u);
   EXPECT_EQ(d->entries[0].stick.key, "k");
@@ -262,7 +263,7 @@ TEST(CodecRoundTrip, EveryEntryKindInUpdates) {
                      .ttlLeft = milliseconds(1800000), .version = {2, 1}};
   repl::ConnEntry c = fullConn();
   std::string payload;
-  auto w = BatchWriter::updates(payload, 1000);
+  auto w = BatchWriter::updates(payload, 1000, 77);
   for (ChangeKind k : {ChangeKind::StickUpsert, ChangeKind::StickTouch, ChangeKind::StickDelete, ChangeKind::ConnOpen,
                        ChangeKind::ConnUpdate, ChangeKind::ConnClose}) {
     std::string body;
@@ -318,7 +319,7 @@ TEST(CodecRoundTrip, EncoderClampsWhatADecoderWouldRefuse) {
   std::string body;
   ASSERT_TRUE(encodeEntryBody(body, ChangeKind::StickUpsert, s, {}));
   std::string payload;
-  auto w = BatchWriter::updates(payload, 1);
+  auto w = BatchWriter::updates(payload, 1, 0);
   w.addUpdate(ChangeKind::StickUpsert, UINT64_MAX, body);
   w.finish();
   auto d = decodeUpdates(bytes(payload));
@@ -363,7 +364,7 @@ TEST(CodecReject, TruncationAndTrailingBytes) {
   expectStrict(enc(TransferAck{}), decodeTransferAck, "TRANSFER_ACK");
   expectStrict(enc(Close{.reason = "x"}), decodeClose, "CLOSE");
   std::string updates;
-  auto w = BatchWriter::updates(updates, 1);
+  auto w = BatchWriter::updates(updates, 1, 99);
   std::string body;
   ASSERT_TRUE(encodeEntryBody(body, ChangeKind::ConnOpen, {}, fullConn()));
   w.addUpdate(ChangeKind::ConnOpen, 5, body);
@@ -385,6 +386,7 @@ TEST(CodecReject, OutOfRangeFields) {
   auto updatesWith = [](uint8_t kind, std::string body, uint64_t first = 1, uint32_t count = 1) {
     std::string p;
     for (int s = 56; s >= 0; s -= 8) p.push_back(static_cast<char>(first >> s));
+    p.append(8, '\0');  // send time
     for (int s = 24; s >= 0; s -= 8) p.push_back(static_cast<char>(count >> s));
     p.push_back(static_cast<char>(kind));
     p.push_back(0);  // age 0
@@ -399,7 +401,7 @@ TEST(CodecReject, OutOfRangeFields) {
   Case cases[] = {
       {"unknown kind 0", [&] { return decodeUpdates(bytes(updatesWith(0, stick))).ok(); }},
       {"unknown kind 7", [&] { return decodeUpdates(bytes(updatesWith(7, stick))).ok(); }},
-      {"count 0", [&] { return decodeUpdates(bytes(updatesWith(1, "", 1, 0).substr(0, 12))).ok(); }},
+      {"count 0", [&] { return decodeUpdates(bytes(updatesWith(1, "", 1, 0).substr(0, 20))).ok(); }},
       {"count above limit", [&] { return decodeUpdates(bytes(updatesWith(1, stick, 1, kMaxBatch + 1))).ok(); }},
       {"first_seq 0", [&] { return decodeUpdates(bytes(updatesWith(1, stick, 0))).ok(); }},
       {"first_seq wraps", [&] { return decodeUpdates(bytes(updatesWith(1, stick, UINT64_MAX))).ok(); }},

@@ -33,6 +33,8 @@ class SimNet {
     Endpoint(SimNet& net, std::string name) : net_(net), name_(std::move(name)) {}
     const std::string& name() const { return name_; }
     Session* session = nullptr;
+    Duration skew{};  // this node's monotonic clock runs this far ahead of the network's
+    TimePoint now() const { return net_.clock.now() + skew; }
     Endpoint* peer = nullptr;      // whom connect() reaches
     bool accepting = true;
     size_t bytesPerMs = 0;         // 0 = unlimited
@@ -46,12 +48,12 @@ class SimNet {
 
     ConnId connect() override {
       ++connectCalls;
-      connectTimes.push_back(net_.clock.now());
+      connectTimes.push_back(now());
       ConnId id = net_.nextId_++;
       Endpoint* target = peer;
       net_.at(net_.clock.now() + net_.latency, [this, id, target] {
         if (!target || !target->accepting || net_.partitioned) {
-          if (session) session->onConnectFailed(id, net_.clock.now());
+          if (session) session->onConnectFailed(id, now());
           return;
         }
         auto pipe = std::make_shared<Pipe>();
@@ -63,8 +65,8 @@ class SimNet {
         pipes_[id] = {pipe, 0};
         target->pipes_[tid] = {pipe, 1};
         target->accepted.push_back(tid);
-        if (session) session->onConnected(id, net_.clock.now());
-        if (target->session) target->session->onAccepted(tid, net_.clock.now());
+        if (session) session->onConnected(id, now());
+        if (target->session) target->session->onAccepted(tid, target->now());
       });
       return id;
     }
@@ -87,10 +89,10 @@ class SimNet {
         if (!pipe->open[other]) return;
         Endpoint* to = pipe->end[other];
         if (to->session)
-          to->session->onData(pipe->id[other], wire::bytes(frame), net_.clock.now());
+          to->session->onData(pipe->id[other], wire::bytes(frame), to->now());
         else
           to->received[pipe->id[other]] += frame;
-        if (session && pipe->open[side]) session->onWritable(net_.clock.now());
+        if (session && pipe->open[side]) session->onWritable(now());
       });
     }
 
@@ -113,7 +115,7 @@ class SimNet {
         pipe->open[other] = false;
         Endpoint* to = pipe->end[other];
         to->pipes_.erase(pipe->id[other]);
-        if (to->session) to->session->onClosed(pipe->id[other], "closed by peer", net_.clock.now());
+        if (to->session) to->session->onClosed(pipe->id[other], "closed by peer", to->now());
       });
     }
 
@@ -136,7 +138,7 @@ class SimNet {
           pipe->open[s] = false;
           Endpoint* e = pipe->end[s];
           e->pipes_.erase(pipe->id[s]);
-          if (e->session) e->session->onClosed(pipe->id[s], "connection reset", net_.clock.now());
+          if (e->session) e->session->onClosed(pipe->id[s], "connection reset", e->now());
         }
       }
     }
@@ -175,8 +177,8 @@ class SimNet {
           continue;
         }
         for (auto& e : endpoints_) {
-          if (e->session && e->session->nextDeadline() <= clock.now()) {
-            e->session->onTick(clock.now());
+          if (e->session && e->session->nextDeadline() <= e->now()) {
+            e->session->onTick(e->now());
             progress = true;
           }
         }
@@ -185,7 +187,8 @@ class SimNet {
       TimePoint next = end;
       if (!events_.empty()) next = std::min(next, events_.begin()->first.first);
       for (auto& e : endpoints_)
-        if (e->session) next = std::min(next, e->session->nextDeadline());
+        if (e->session && e->session->nextDeadline() != TimePoint::max())
+          next = std::min(next, e->session->nextDeadline() - e->skew);
       clock.set(std::max(next, clock.now()));
     }
   }
