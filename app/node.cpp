@@ -6,6 +6,7 @@
 #endif
 
 #include "app/admin.h"
+#include "app/statesync_wiring.h"
 #include "common/log.h"
 #include "config/loader.h"
 
@@ -17,7 +18,9 @@ namespace halb::app {
 
 // The services this node runs; each is null when the configuration does not ask for it.
 // Wiring code for each service lives in startServices().
-struct Node::Services {};
+struct Node::Services {
+  std::unique_ptr<StateSyncNode> statesync;
+};
 
 Node::Node(config::ConfigPtr config, std::string configPath, std::string nodeName)
     : config_(std::move(config)),
@@ -67,7 +70,7 @@ std::string Node::statusJson() {
   return j.take();
 }
 
-void Node::startServices() {
+bool Node::startServices() {
   services_ = std::make_unique<Services>();
   admin_->handle("GET", "/metrics", [this](const AdminRequest&) {
     AdminResponse r = AdminResponse::text(200, metricsText());
@@ -82,6 +85,16 @@ void Node::startServices() {
     reload();
     return AdminResponse::text(202, "reload requested; see the log and /metrics\n");
   });
+
+  // State sync. The balancer's tables and change queues, and VRRP's hooks, join the ports as
+  // those land (app/statesync_wiring.h says which hook goes where).
+  std::string error;
+  services_->statesync = StateSyncNode::start(*this, StateSyncPorts{}, error);
+  if (!error.empty()) {
+    HALB_LOG(Error, "statesync") << error;
+    return false;
+  }
+  return true;
 }
 
 int Node::run() {
@@ -92,7 +105,7 @@ int Node::run() {
     HALB_LOG(Error, "admin") << "cannot listen on " << cfg.admin.listen.toString() << ": " << uv::errorText(rc);
     return 1;
   }
-  startServices();
+  if (!startServices()) return 1;
 
   // A write to a closed socket is an error value, not a reason to die.
   ::signal(SIGPIPE, SIG_IGN);

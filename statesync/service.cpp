@@ -22,32 +22,6 @@ constexpr size_t kDrainBudget = 20000;
 constexpr int kIdlePolls = 200;
 constexpr Duration kIdleDrainInterval = 5ms;
 
-void jsonString(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
-
-std::string number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
 }  // namespace
 
 uint32_t nextEpoch(uint32_t current, uint32_t highestSeen, int64_t unixSeconds) {
@@ -507,75 +481,54 @@ void Service::writeMetrics(PromWriter& w) const {
   }
 }
 
-std::string Service::statusJson() const {
-  std::string o = "{";
+void Service::writeStatus(JsonWriter& j) const {
+  j.beginObject();
   const Session* s = impl_->session.get();
-  auto key = [&](const char* k) {
-    if (o.size() > 1) o += ',';
-    jsonString(o, k);
-    o += ':';
-  };
-  key("enabled");
-  o += s ? "true" : "false";
-  if (!s) return o + "}";
+  j.key("enabled").value(s != nullptr);
+  if (!s) {
+    j.endObject();
+    return;
+  }
   const Metrics& m = s->metrics();
-  key("state");
-  jsonString(o, toString(s->state()));
-  key("in_sync");
-  o += s->inSync() ? "true" : "false";
-  key("listen");
-  jsonString(o, impl_->listenAddr.toString());
-  key("peer_address");
-  if (impl_->peer)
-    jsonString(o, impl_->peer->toString());
-  else
-    o += "null";
-  key("peer_name");
-  jsonString(o, s->peerName());
-  key("epoch");
-  o += std::to_string(s->epoch());
-  key("peer_epoch");
-  o += std::to_string(s->peerEpoch());
-  key("rtt_ms");
-  o += s->rtt() ? number(std::chrono::duration<double, std::milli>(*s->rtt()).count()) : "null";
+  auto ms = [](Duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  j.key("state").value(toString(s->state()));
+  j.key("in_sync").value(s->inSync());
+  j.key("listen").value(impl_->listenAddr.toString());
+  j.key("peer_address");
+  impl_->peer ? j.value(impl_->peer->toString()) : j.null();
+  j.key("peer_name").value(s->peerName());
+  j.key("epoch").value(static_cast<uint64_t>(s->epoch()));
+  j.key("peer_epoch").value(static_cast<uint64_t>(s->peerEpoch()));
+  j.key("rtt_ms");
+  s->rtt() ? j.value(ms(*s->rtt())) : j.null();
   {
     std::vector<uint64_t> counts;
     double sum = 0;
     s->lagHistogram().addTo(counts, sum);
-    key("lag_p50_ms");
-    o += number(Histogram::quantile(s->lagHistogram().bounds(), counts, 0.5) * 1000);
-    key("lag_p99_ms");
-    o += number(Histogram::quantile(s->lagHistogram().bounds(), counts, 0.99) * 1000);
+    j.key("lag_p50_ms").value(Histogram::quantile(s->lagHistogram().bounds(), counts, 0.5) * 1000);
+    j.key("lag_p99_ms").value(Histogram::quantile(s->lagHistogram().bounds(), counts, 0.99) * 1000);
   }
-  key("outbound_queue");
-  o += std::to_string(s->outboundQueued());
-  key("snapshot_sending");
-  o += s->snapshotSending() ? "true" : "false";
-  key("replica_connections");
-  o += std::to_string(impl_->replica.size());
-  key("entries_sent");
-  o += std::to_string(m.entriesSent);
-  key("entries_received");
-  o += std::to_string(m.entriesReceived);
-  key("entries_applied");
-  o += std::to_string(m.entriesApplied);
-  key("snapshots_sent");
-  o += std::to_string(m.snapshotsSent);
-  key("snapshots_received");
-  o += std::to_string(m.snapshotsReceived);
-  key("last_snapshot_ms");
-  o += std::to_string(toMillis(m.lastSnapshotDuration));
-  key("dropped");
-  o += std::to_string(m.overflowDrops);
-  key("resyncs");
-  o += std::to_string(m.resyncs);
-  key("auth_failures");
-  o += std::to_string(m.authFailures);
-  key("refusals");
-  o += std::to_string(m.refusals);
-  key("last_loss");
-  jsonString(o, impl_->lastLossReason);
-  return o + "}";
+  j.key("outbound_queue").value(static_cast<uint64_t>(s->outboundQueued()));
+  j.key("snapshot_sending").value(s->snapshotSending());
+  j.key("replica_connections").value(static_cast<uint64_t>(impl_->replica.size()));
+  j.key("entries_sent").value(m.entriesSent);
+  j.key("entries_received").value(m.entriesReceived);
+  j.key("entries_applied").value(m.entriesApplied);
+  j.key("snapshots_sent").value(m.snapshotsSent);
+  j.key("snapshots_received").value(m.snapshotsReceived);
+  j.key("last_snapshot_ms").value(ms(m.lastSnapshotDuration));
+  j.key("dropped").value(m.overflowDrops);
+  j.key("resyncs").value(m.resyncs);
+  j.key("auth_failures").value(m.authFailures);
+  j.key("refusals").value(m.refusals);
+  j.key("last_loss").value(impl_->lastLossReason);
+  j.endObject();
+}
+
+std::string Service::statusJson() const {
+  JsonWriter j;
+  writeStatus(j);
+  return j.take();
 }
 
 }  // namespace halb::statesync

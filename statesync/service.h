@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/json.h"
 #include "common/net.h"
 #include "common/prom.h"
 #include "common/replication.h"
@@ -83,7 +84,8 @@ class Service {
   void drainNow();
 
   void writeMetrics(PromWriter& w) const;
-  // A JSON object for /status and `halb status`.
+  // One JSON object for /status and `halb status` (the "statesync" section).
+  void writeStatus(JsonWriter& j) const;
   std::string statusJson() const;
   const Session& session() const;
 
