@@ -17,7 +17,8 @@ struct StateSyncNode::EmptyTables : repl::TableSource, repl::TableSink {
 
 StateSyncNode::~StateSyncNode() = default;
 
-std::unique_ptr<StateSyncNode> StateSyncNode::start(Node& node, StateSyncPorts ports, std::string& error) {
+std::unique_ptr<StateSyncNode> StateSyncNode::start(Node& node, StateSyncPorts ports,
+                                                    std::string& error) {
   const config::Config& cfg = *node.config();
   if (!cfg.statesync.enabled) return nullptr;
   std::unique_ptr<StateSyncNode> s(new StateSyncNode());
@@ -44,20 +45,22 @@ std::unique_ptr<StateSyncNode> StateSyncNode::start(Node& node, StateSyncPorts p
     if (self->ports_.onPeerLost) self->ports_.onPeerLost(why);
   };
   hooks.onSyncComplete = [gateOpen] { gateOpen("the peer's tables are applied"); };
-  s->service_ = std::make_unique<statesync::Service>(node.loop(), cfg, *s->ports_.source, *s->ports_.sink,
-                                                     s->ports_.queues, std::move(hooks));
+  s->service_ = std::make_unique<statesync::Service>(
+      node.loop(), cfg, *s->ports_.source, *s->ports_.sink, s->ports_.queues, std::move(hooks));
   if (!s->service_->start(error)) return nullptr;
 
   // A returning node may preempt only with the peer's tables, or once sync_wait has passed
   // without them (the peer may be gone for good).
   if (s->ports_.setSyncReady) s->ports_.setSyncReady(false);
   s->syncWait_ = std::make_unique<uv::Timer>(node.loop());
-  s->syncWait_->start(cfg.statesync.syncWait, [self, gateOpen] {
-    if (!self->syncReady_) {
-      HALB_LOG(Warn, "statesync") << "no full snapshot from the peer within sync_wait; may preempt without it";
-    }
-    gateOpen("sync_wait elapsed");
-  });
+  s->syncWait_->start(
+      cfg.statesync.syncWait, [self, gateOpen] {
+        if (!self->syncReady_) {
+          HALB_LOG(Warn, "statesync")
+              << "no full snapshot from the peer within sync_wait; may preempt without it";
+        }
+        gateOpen("sync_wait elapsed");
+      });
 
   node.addMetrics([self](PromWriter& w) { self->service_->writeMetrics(w); });
   node.addStatus("statesync", [self](JsonWriter& j) { self->service_->writeStatus(j); });

@@ -25,8 +25,8 @@ class Node;
 // What state sync needs from the rest of the node; each part may be left empty until the
 // component behind it exists.
 struct StateSyncPorts {
-  repl::TableSource* source = nullptr;  // the balancer's tables; null = empty tables
-  repl::TableSink* sink = nullptr;      // null = the peer's entries are discarded
+  repl::TableSource* source = nullptr;     // the balancer's tables; null = empty tables
+  repl::TableSink* sink = nullptr;         // null = the peer's entries are discarded
   std::vector<repl::ChangeQueue*> queues;  // one per data-plane worker
   std::function<void(std::string_view reason)> onPeerLost;  // -> vrrp::Instance::onPeerLost
   std::function<void(bool ready)> setSyncReady;             // -> vrrp::Instance::setSyncReady
@@ -41,8 +41,8 @@ class StateSyncNode {
   ~StateSyncNode();
 
   struct Takeover {
-    uint32_t epoch = 0;                       // stamp local changes with this from now on
-    std::vector<repl::ConnEntry> connections; // the peer's, as last replicated
+    uint32_t epoch = 0;                        // stamp local changes with this from now on
+    std::vector<repl::ConnEntry> connections;  // the peer's, as last replicated
   };
   // Call when VRRP makes this node master.
   Takeover becameMaster();

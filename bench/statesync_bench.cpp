@@ -33,7 +33,9 @@ using namespace halb::statesync;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-int64_t nowNs() { return Clock::now().time_since_epoch().count(); }
+int64_t nowNs() {
+  return Clock::now().time_since_epoch().count();
+}
 
 double percentile(std::vector<double>& v, double q) {
   if (v.empty()) return 0;
@@ -93,9 +95,11 @@ void benchCodec() {
     decoded += u->entries.size();
   }
   double dec = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("codec  stick upsert: %.0f B/entry on the wire; encode+seal %.2f M entries/s; "
-              "read+verify+decode %.2f M entries/s\n",
-              static_cast<double>(bytes) / kEntries, kEntries / enc / 1e6, static_cast<double>(decoded) / dec / 1e6);
+  std::printf(
+      "codec  stick upsert: %.0f B/entry on the wire; encode+seal %.2f M entries/s; "
+      "read+verify+decode %.2f M entries/s\n",
+      static_cast<double>(bytes) / kEntries, kEntries / enc / 1e6,
+      static_cast<double>(decoded) / dec / 1e6);
 
   // Connection entries with both TCP states (continuity on): the heavy kind.
   repl::ConnEntry c;
@@ -138,9 +142,11 @@ void benchCodec() {
     decoded += wire::decodeUpdates(r.value()->payload)->entries.size();
   }
   dec = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("codec  conn update with 2 TCP states: %.0f B/entry; encode+seal %.2f M entries/s; "
-              "read+verify+decode %.2f M entries/s\n",
-              static_cast<double>(bytes) / kConns, kConns / enc / 1e6, static_cast<double>(decoded) / dec / 1e6);
+  std::printf(
+      "codec  conn update with 2 TCP states: %.0f B/entry; encode+seal %.2f M entries/s; "
+      "read+verify+decode %.2f M entries/s\n",
+      static_cast<double>(bytes) / kConns, kConns / enc / 1e6,
+      static_cast<double>(decoded) / dec / 1e6);
 }
 
 // ------------------------------------------------------------------------------ loopback
@@ -249,14 +255,16 @@ RunResult replicate(int rate, double seconds, uint64_t burst) {
     c.stick.serverId = static_cast<uint64_t>(c.at.time_since_epoch().count());
     c.stick.ttlLeft = 30min;
     c.stick.version = {1, ++seq};
-    while (!queue.push(std::move(c))) std::this_thread::yield();  // the bench waits; a worker would drop
+    while (!queue.push(std::move(c)))
+      std::this_thread::yield();  // the bench waits; a worker would drop
   };
   auto start = Clock::now();
   if (rate > 0) {
     // Paced in 1 ms slots, as requests arrive.
     uint64_t total = static_cast<uint64_t>(rate * seconds);
     for (uint64_t i = 0; i < total; ++i) {
-      auto due = start + std::chrono::nanoseconds(static_cast<int64_t>(1e9 * static_cast<double>(i) / rate));
+      auto due = start + std::chrono::nanoseconds(
+                             static_cast<int64_t>(1e9 * static_cast<double>(i) / rate));
       if (Clock::now() < due) std::this_thread::sleep_until(due);
       push(i);
     }
@@ -266,8 +274,10 @@ RunResult replicate(int rate, double seconds, uint64_t burst) {
     r.sent = burst;
   }
   deadline = Clock::now() + 10s;
-  while (receiverTables.applied() < r.sent && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  r.seconds = static_cast<double>(receiverTables.lastApplyNs() - start.time_since_epoch().count()) / 1e9;
+  while (receiverTables.applied() < r.sent && Clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  r.seconds =
+      static_cast<double>(receiverTables.lastApplyNs() - start.time_since_epoch().count()) / 1e9;
   r.applied = receiverTables.applied();
   r.lags = receiverTables.takeLags();
   a.stop();
@@ -301,19 +311,25 @@ int main(int argc, char** argv) {
   benchCodec();
 
   RunResult t = replicate(0, 0, burst);
-  std::printf("loopback throughput: %llu new sticky users replicated in %.3f s = %.0f entries/s "
-              "(applied %llu, dropped %llu)\n",
-              static_cast<unsigned long long>(t.sent), t.seconds, static_cast<double>(t.applied) / t.seconds,
-              static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.drops));
+  std::printf(
+      "loopback throughput: %llu new sticky users replicated in %.3f s = %.0f entries/s "
+      "(applied %llu, dropped %llu)\n",
+      static_cast<unsigned long long>(t.sent), t.seconds,
+      static_cast<double>(t.applied) / t.seconds, static_cast<unsigned long long>(t.applied),
+      static_cast<unsigned long long>(t.drops));
 
   RunResult l = replicate(rate, seconds, 0);
   std::vector<double> lags = l.lags;
   double p50 = percentile(lags, 0.50), p99 = percentile(lags, 0.99), p999 = percentile(lags, 0.999);
   double mx = lags.empty() ? 0 : *std::max_element(lags.begin(), lags.end());
-  std::printf("loopback lag at %d updates/s for %.0f s (%llu applied): p50 %.2f ms, p99 %.2f ms, "
-              "p99.9 %.2f ms, max %.2f ms\n",
-              rate, seconds, static_cast<unsigned long long>(l.applied), p50, p99, p999, mx);
-  std::printf("  receiver's own estimate (/metrics: sender age + one-way delay via clock offset): p50 %.2f ms, p99 %.2f ms\n", l.estP50, l.estP99);
+  std::printf(
+      "loopback lag at %d updates/s for %.0f s (%llu applied): p50 %.2f ms, p99 %.2f ms, "
+      "p99.9 %.2f ms, max %.2f ms\n",
+      rate, seconds, static_cast<unsigned long long>(l.applied), p50, p99, p999, mx);
+  std::printf(
+      "  receiver's own estimate (/metrics: sender age + one-way delay via clock offset): p50 %.2f "
+      "ms, p99 %.2f ms\n",
+      l.estP50, l.estP99);
   std::printf("  control-thread CPU: sender %.1f%%, receiver %.1f%% of one core\n",
               100 * l.cpuSender / seconds, 100 * l.cpuReceiver / seconds);
   return 0;

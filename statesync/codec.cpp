@@ -17,11 +17,13 @@ namespace {
 // refuse larger values, which no honest sender produces.
 constexpr uint64_t kMaxTtlMs = 100ull * 24 * 3600 * 1000;  // 100 days
 constexpr uint64_t kMaxAgeUs = 3600ull * 1000 * 1000;      // 1 hour
-constexpr uint8_t kMaxWscale = 14;                          // RFC 7323 §2.3
+constexpr uint8_t kMaxWscale = 14;                         // RFC 7323 §2.3
 
 // --------------------------------------------------------------------------- writing
 
-void putU8(std::string& o, uint8_t v) { o.push_back(static_cast<char>(v)); }
+void putU8(std::string& o, uint8_t v) {
+  o.push_back(static_cast<char>(v));
+}
 void putU16(std::string& o, uint16_t v) {
   putU8(o, static_cast<uint8_t>(v >> 8));
   putU8(o, static_cast<uint8_t>(v));
@@ -56,7 +58,8 @@ void putAddress(std::string& o, const SocketAddress& a) {
   putU16(o, a.port);
 }
 void patchU32(std::string& o, size_t pos, uint32_t v) {
-  for (int i = 0; i < 4; ++i) o[pos + static_cast<size_t>(i)] = static_cast<char>(v >> (24 - 8 * i));
+  for (int i = 0; i < 4; ++i)
+    o[pos + static_cast<size_t>(i)] = static_cast<char>(v >> (24 - 8 * i));
 }
 
 uint64_t ttlMillis(Duration d) {
@@ -65,7 +68,9 @@ uint64_t ttlMillis(Duration d) {
   return std::min(ms, kMaxTtlMs);
 }
 
-uint8_t kindToWire(ChangeKind k) { return static_cast<uint8_t>(static_cast<uint8_t>(k) + 1); }
+uint8_t kindToWire(ChangeKind k) {
+  return static_cast<uint8_t>(static_cast<uint8_t>(k) + 1);
+}
 std::optional<ChangeKind> kindFromWire(uint8_t v) {
   if (v < 1 || v > 6) return std::nullopt;
   return static_cast<ChangeKind>(v - 1);
@@ -121,7 +126,10 @@ class Reader {
       v |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
       if (!(byte & 0x80)) {
         if (byte == 0 && i > 0) return fail(std::string(what) + ": non-canonical integer"), 0;
-        if (v > max) return fail(std::string(what) + ": " + std::to_string(v) + " exceeds " + std::to_string(max)), 0;
+        if (v > max)
+          return fail(std::string(what) + ": " + std::to_string(v) + " exceeds " +
+                      std::to_string(max)),
+                 0;
         return v;
       }
     }
@@ -161,7 +169,8 @@ class Reader {
   bool atEnd() const { return pos_ == b_.size(); }
   // Every decoder ends with this: a message with trailing bytes is malformed.
   bool finish(const char* msg) {
-    if (ok() && !atEnd()) fail(std::string(msg) + ": " + std::to_string(b_.size() - pos_) + " trailing bytes");
+    if (ok() && !atEnd())
+      fail(std::string(msg) + ": " + std::to_string(b_.size() - pos_) + " trailing bytes");
     return ok();
   }
 
@@ -251,11 +260,13 @@ ConnEntry readConn(Reader& r) {
   c.frontend = r.address("conn.frontend");
   c.serverLocal = r.address("conn.server_local");
   c.server = r.address("conn.server");
-  c.startedUnixMs = static_cast<int64_t>(r.varint("conn.started", std::numeric_limits<int64_t>::max()));
+  c.startedUnixMs =
+      static_cast<int64_t>(r.varint("conn.started", std::numeric_limits<int64_t>::max()));
   c.bytesIn = r.varint("conn.bytes_in");
   c.bytesOut = r.varint("conn.bytes_out");
   uint8_t phase = r.u8("conn.phase");
-  if (r.ok() && phase > static_cast<uint8_t>(repl::ConnPhase::Closed)) r.fail("conn.phase: unknown value");
+  if (r.ok() && phase > static_cast<uint8_t>(repl::ConnPhase::Closed))
+    r.fail("conn.phase: unknown value");
   c.phase = static_cast<repl::ConnPhase>(phase);
   uint8_t flags = r.u8("conn.flags");
   if (r.ok() && (flags & ~(kHasClientTcp | kHasServerTcp))) r.fail("conn.flags: unknown bits");
@@ -283,10 +294,16 @@ Entry readEntryBody(Reader& r, ChangeKind kind) {
   e.kind = kind;
   switch (kind) {
     case ChangeKind::StickUpsert:
-    case ChangeKind::StickTouch: e.stick = readStick(r, true); break;
-    case ChangeKind::StickDelete: e.stick = readStick(r, false); break;
+    case ChangeKind::StickTouch:
+      e.stick = readStick(r, true);
+      break;
+    case ChangeKind::StickDelete:
+      e.stick = readStick(r, false);
+      break;
     case ChangeKind::ConnOpen:
-    case ChangeKind::ConnUpdate: e.conn = readConn(r); break;
+    case ChangeKind::ConnUpdate:
+      e.conn = readConn(r);
+      break;
     case ChangeKind::ConnClose:
       e.conn.id = r.u64("conn.id");
       e.conn.phase = repl::ConnPhase::Closed;
@@ -298,7 +315,8 @@ Entry readEntryBody(Reader& r, ChangeKind kind) {
 
 uint32_t readCount(Reader& r, const char* what) {
   uint32_t n = r.u32(what);
-  if (r.ok() && (n == 0 || n > kMaxBatch)) r.fail(std::string(what) + ": must be 1.." + std::to_string(kMaxBatch));
+  if (r.ok() && (n == 0 || n > kMaxBatch))
+    r.fail(std::string(what) + ": must be 1.." + std::to_string(kMaxBatch));
   return n;
 }
 
@@ -308,19 +326,32 @@ uint32_t readCount(Reader& r, const char* what) {
 
 const char* toString(MsgType t) {
   switch (t) {
-    case MsgType::Challenge: return "CHALLENGE";
-    case MsgType::Hello: return "HELLO";
-    case MsgType::HelloReply: return "HELLO_REPLY";
-    case MsgType::SnapshotBegin: return "SNAPSHOT_BEGIN";
-    case MsgType::SnapshotChunk: return "SNAPSHOT_CHUNK";
-    case MsgType::SnapshotEnd: return "SNAPSHOT_END";
-    case MsgType::Resume: return "RESUME";
-    case MsgType::Updates: return "UPDATES";
-    case MsgType::Ack: return "ACK";
-    case MsgType::Heartbeat: return "HEARTBEAT";
-    case MsgType::Transfer: return "TRANSFER";
-    case MsgType::TransferAck: return "TRANSFER_ACK";
-    case MsgType::Close: return "CLOSE";
+    case MsgType::Challenge:
+      return "CHALLENGE";
+    case MsgType::Hello:
+      return "HELLO";
+    case MsgType::HelloReply:
+      return "HELLO_REPLY";
+    case MsgType::SnapshotBegin:
+      return "SNAPSHOT_BEGIN";
+    case MsgType::SnapshotChunk:
+      return "SNAPSHOT_CHUNK";
+    case MsgType::SnapshotEnd:
+      return "SNAPSHOT_END";
+    case MsgType::Resume:
+      return "RESUME";
+    case MsgType::Updates:
+      return "UPDATES";
+    case MsgType::Ack:
+      return "ACK";
+    case MsgType::Heartbeat:
+      return "HEARTBEAT";
+    case MsgType::Transfer:
+      return "TRANSFER";
+    case MsgType::TransferAck:
+      return "TRANSFER_ACK";
+    case MsgType::Close:
+      return "CLOSE";
   }
   return "?";
 }
@@ -339,47 +370,61 @@ bool isKnown(uint8_t t) {
     case MsgType::Heartbeat:
     case MsgType::Transfer:
     case MsgType::TransferAck:
-    case MsgType::Close: return true;
+    case MsgType::Close:
+      return true;
   }
   return false;
 }
 
 const char* toString(HelloStatus s) {
   switch (s) {
-    case HelloStatus::Ok: return "ok";
-    case HelloStatus::FingerprintMismatch: return "config fingerprint mismatch";
-    case HelloStatus::SameNodeName: return "both nodes have the same name";
-    case HelloStatus::VersionUnsupported: return "protocol version unsupported";
+    case HelloStatus::Ok:
+      return "ok";
+    case HelloStatus::FingerprintMismatch:
+      return "config fingerprint mismatch";
+    case HelloStatus::SameNodeName:
+      return "both nodes have the same name";
+    case HelloStatus::VersionUnsupported:
+      return "protocol version unsupported";
   }
   return "?";
 }
 
 const char* toString(SnapshotReason r) {
   switch (r) {
-    case SnapshotReason::NewSession: return "new_session";
-    case SnapshotReason::Resync: return "resync";
+    case SnapshotReason::NewSession:
+      return "new_session";
+    case SnapshotReason::Resync:
+      return "resync";
   }
   return "?";
 }
 
 const char* toString(CloseCode c) {
   switch (c) {
-    case CloseCode::Shutdown: return "shutdown";
-    case CloseCode::ProtocolError: return "protocol_error";
-    case CloseCode::Replaced: return "replaced";
-    case CloseCode::Refused: return "refused";
+    case CloseCode::Shutdown:
+      return "shutdown";
+    case CloseCode::ProtocolError:
+      return "protocol_error";
+    case CloseCode::Replaced:
+      return "replaced";
+    case CloseCode::Refused:
+      return "refused";
   }
   return "?";
 }
 
 bool isStickKind(ChangeKind k) {
-  return k == ChangeKind::StickUpsert || k == ChangeKind::StickTouch || k == ChangeKind::StickDelete;
+  return k == ChangeKind::StickUpsert || k == ChangeKind::StickTouch ||
+         k == ChangeKind::StickDelete;
 }
 
 // ------------------------------------------------------------------------------ keys
 
 namespace {
-std::span<const uint8_t> label(std::string_view s) { return bytes(s); }
+std::span<const uint8_t> label(std::string_view s) {
+  return bytes(s);
+}
 }  // namespace
 
 Key challengeKey(std::span<const uint8_t> k) {
@@ -422,7 +467,8 @@ Result<Header> decodeHeader(std::span<const uint8_t> b, size_t maxPayload) {
   for (int i = 0; i < 4; ++i) h.length = (h.length << 8) | b[4 + static_cast<size_t>(i)];
   for (int i = 0; i < 8; ++i) h.counter = (h.counter << 8) | b[8 + static_cast<size_t>(i)];
   if (h.length > maxPayload)
-    return Error{"header: payload of " + std::to_string(h.length) + " bytes exceeds " + std::to_string(maxPayload)};
+    return Error{"header: payload of " + std::to_string(h.length) + " bytes exceeds " +
+                 std::to_string(maxPayload)};
   return h;
 }
 
@@ -516,8 +562,12 @@ void encode(std::string& o, const SnapshotEnd& m) {
   putU64(o, m.entries);
 }
 
-void encode(std::string& o, const Resume& m) { putU64(o, m.nextSeq); }
-void encode(std::string& o, const Ack& m) { putU64(o, m.seq); }
+void encode(std::string& o, const Resume& m) {
+  putU64(o, m.nextSeq);
+}
+void encode(std::string& o, const Ack& m) {
+  putU64(o, m.seq);
+}
 
 void encode(std::string& o, const Heartbeat& m) {
   putU64(o, m.timeUs);
@@ -552,7 +602,8 @@ bool encodeConnEntry(std::string& o, const ConnEntry& c) {
   putVarint(o, c.bytesIn);
   putVarint(o, c.bytesOut);
   putU8(o, static_cast<uint8_t>(c.phase));
-  putU8(o, static_cast<uint8_t>((c.clientTcp ? kHasClientTcp : 0) | (c.serverTcp ? kHasServerTcp : 0)));
+  putU8(o, static_cast<uint8_t>((c.clientTcp ? kHasClientTcp : 0) |
+                                (c.serverTcp ? kHasServerTcp : 0)));
   if ((c.clientTcp && !putTcp(o, *c.clientTcp)) || (c.serverTcp && !putTcp(o, *c.serverTcp))) {
     o.resize(start);
     return false;
@@ -577,7 +628,8 @@ bool encodeEntryBody(std::string& o, ChangeKind kind, const StickEntry& s, const
       putVersion(o, s.version);
       return true;
     case ChangeKind::ConnOpen:
-    case ChangeKind::ConnUpdate: return encodeConnEntry(o, c);
+    case ChangeKind::ConnUpdate:
+      return encodeConnEntry(o, c);
     case ChangeKind::ConnClose:
       putU64(o, c.id);
       putVersion(o, c.version);
@@ -626,7 +678,9 @@ void BatchWriter::addTransferEntry(std::string_view body) {
   ++count_;
 }
 
-void BatchWriter::finish() { patchU32(out_, countPos_, count_); }
+void BatchWriter::finish() {
+  patchU32(out_, countPos_, count_);
+}
 
 // ------------------------------------------------------------------------------ decoders
 
@@ -635,7 +689,8 @@ Result<Challenge> decodeChallenge(std::span<const uint8_t> p) {
   Challenge m;
   m.versionMin = r.u8("challenge.version_min");
   m.versionMax = r.u8("challenge.version_max");
-  if (r.ok() && (m.versionMin == 0 || m.versionMin > m.versionMax)) r.fail("challenge: bad version range");
+  if (r.ok() && (m.versionMin == 0 || m.versionMin > m.versionMax))
+    r.fail("challenge: bad version range");
   r.raw(m.nonce, "challenge.nonce");
   return done(r, "CHALLENGE", m);
 }
@@ -666,7 +721,8 @@ Result<HelloReply> decodeHelloReply(std::span<const uint8_t> p) {
   Reader r(p);
   HelloReply m;
   uint8_t st = r.u8("hello_reply.status");
-  if (r.ok() && st > static_cast<uint8_t>(HelloStatus::VersionUnsupported)) r.fail("hello_reply.status: unknown value");
+  if (r.ok() && st > static_cast<uint8_t>(HelloStatus::VersionUnsupported))
+    r.fail("hello_reply.status: unknown value");
   m.status = static_cast<HelloStatus>(st);
   m.nodeName = readName(r);
   r.raw(m.fingerprint, "hello_reply.fingerprint");
@@ -736,7 +792,8 @@ Result<Close> decodeClose(std::span<const uint8_t> p) {
   Reader r(p);
   Close m;
   uint8_t code = r.u8("close.code");
-  if (r.ok() && code > static_cast<uint8_t>(CloseCode::Refused)) r.fail("close.code: unknown value");
+  if (r.ok() && code > static_cast<uint8_t>(CloseCode::Refused))
+    r.fail("close.code: unknown value");
   m.code = static_cast<CloseCode>(code);
   m.reason = r.blob("close.reason", kMaxReason);
   return done(r, "CLOSE", m);

@@ -31,7 +31,7 @@ inline constexpr size_t kMaxPayload = 1 << 20;
 // Before a peer has authenticated it may send one frame of at most this size (HELLO).
 inline constexpr size_t kMaxHandshakePayload = 1024;
 inline constexpr size_t kMaxNodeName = 64;
-inline constexpr size_t kMaxKey = 1024;           // stick key bytes
+inline constexpr size_t kMaxKey = 1024;               // stick key bytes
 inline constexpr size_t kMaxQueueBytes = 128 * 1024;  // TCP_REPAIR queue copy, per direction
 inline constexpr size_t kMaxAppState = 64 * 1024;
 inline constexpr size_t kMaxReason = 256;
@@ -76,7 +76,8 @@ struct SessionKeys {
   Key responderToInitiator{};
 };
 SessionKeys deriveSessionKeys(std::span<const uint8_t> longTermKey,
-                              std::span<const uint8_t> challengePayload, const Nonce& initiatorNonce);
+                              std::span<const uint8_t> challengePayload,
+                              const Nonce& initiatorNonce);
 
 // ------------------------------------------------------------------------------- frames
 // Builds one frame in place: reserve the header, append the payload, then seal.
@@ -200,9 +201,9 @@ struct Ack {
 };
 
 struct Heartbeat {
-  uint64_t timeUs = 0;      // sender's monotonic clock
-  uint64_t echoTimeUs = 0;  // timeUs of the last heartbeat received from the peer; 0 = none
-  uint32_t echoDelayUs = 0; // how long the sender held that heartbeat before this one
+  uint64_t timeUs = 0;       // sender's monotonic clock
+  uint64_t echoTimeUs = 0;   // timeUs of the last heartbeat received from the peer; 0 = none
+  uint32_t echoDelayUs = 0;  // how long the sender held that heartbeat before this one
   uint32_t epoch = 0;
   bool operator==(const Heartbeat&) const = default;
 };

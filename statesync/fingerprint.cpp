@@ -14,7 +14,9 @@ void field(std::string& out, std::string_view v) {
   out += ':';
   out += v;
 }
-void field(std::string& out, uint64_t v) { field(out, std::to_string(v)); }
+void field(std::string& out, uint64_t v) {
+  field(out, std::to_string(v));
+}
 
 }  // namespace
 

@@ -12,7 +12,8 @@ using repl::ChangeKind;
 namespace {
 
 bool isStick(ChangeKind k) {
-  return k == ChangeKind::StickUpsert || k == ChangeKind::StickTouch || k == ChangeKind::StickDelete;
+  return k == ChangeKind::StickUpsert || k == ChangeKind::StickTouch ||
+         k == ChangeKind::StickDelete;
 }
 
 uint64_t stickHash(const repl::StickEntry& s) {
@@ -20,7 +21,9 @@ uint64_t stickHash(const repl::StickEntry& s) {
   return h == 0 ? 1 : h;
 }
 
-int64_t nanos(TimePoint t) { return t.time_since_epoch().count(); }
+int64_t nanos(TimePoint t) {
+  return t.time_since_epoch().count();
+}
 
 }  // namespace
 
@@ -46,7 +49,8 @@ bool Coalescer::suppressTouch(const Change& c) {
   const TouchSlot& slot = touches_[h & (touches_.size() - 1)];
   if (slot.hash != h) return false;  // unknown (or evicted): forward, the safe choice
   int64_t newExpiry = nanos(c.at) + c.stick.ttlLeft.count();
-  auto threshold = static_cast<int64_t>(static_cast<double>(c.stick.ttlLeft.count()) * touchRefresh_);
+  auto threshold =
+      static_cast<int64_t>(static_cast<double>(c.stick.ttlLeft.count()) * touchRefresh_);
   return newExpiry - slot.peerExpiryNs <= threshold;
 }
 
@@ -77,7 +81,8 @@ void Coalescer::offer(const Change& c) {
     return;
   }
   Pending& p = pending_[it->second];
-  const repl::Version& held = isStick(p.change.kind) ? p.change.stick.version : p.change.conn.version;
+  const repl::Version& held =
+      isStick(p.change.kind) ? p.change.stick.version : p.change.conn.version;
   const repl::Version& now = isStick(c.kind) ? c.stick.version : c.conn.version;
   ++stats_.merged;
   if (!p.live) {
@@ -97,8 +102,10 @@ void Coalescer::offer(const Change& c) {
     return;
   }
   // The peer must learn the entry exists: an open or an upsert stays one when refreshed.
-  if (p.change.kind == ChangeKind::ConnOpen && c.kind == ChangeKind::ConnUpdate) kind = ChangeKind::ConnOpen;
-  if (p.change.kind == ChangeKind::StickUpsert && c.kind == ChangeKind::StickTouch) kind = ChangeKind::StickUpsert;
+  if (p.change.kind == ChangeKind::ConnOpen && c.kind == ChangeKind::ConnUpdate)
+    kind = ChangeKind::ConnOpen;
+  if (p.change.kind == ChangeKind::StickUpsert && c.kind == ChangeKind::StickTouch)
+    kind = ChangeKind::StickUpsert;
   TimePoint first = p.change.at;  // lag is measured from the oldest change the batch carries
   p.change = c;
   p.change.kind = kind;
@@ -119,7 +126,9 @@ void Coalescer::clear() {
   live_ = 0;
 }
 
-void Coalescer::forgetPeerView() { std::fill(touches_.begin(), touches_.end(), TouchSlot{}); }
+void Coalescer::forgetPeerView() {
+  std::fill(touches_.begin(), touches_.end(), TouchSlot{});
+}
 
 // ------------------------------------------------------------------------------ log
 

@@ -21,9 +21,9 @@ namespace halb::statesync {
 class Coalescer {
  public:
   struct Stats {
-    uint64_t merged = 0;            // absorbed by a later change to the same key
-    uint64_t cancelled = 0;         // connection opened and closed inside one window
-    uint64_t touchesSuppressed = 0; // the peer's copy was still fresh enough
+    uint64_t merged = 0;             // absorbed by a later change to the same key
+    uint64_t cancelled = 0;          // connection opened and closed inside one window
+    uint64_t touchesSuppressed = 0;  // the peer's copy was still fresh enough
   };
 
   // touchCacheSlots: size of the direct-mapped cache that remembers, per stick key, when the

@@ -97,7 +97,8 @@ struct Service::Impl final : Transport, Events {
     Settings st = settings(std::move(key));
     highWater = st.highWatermark;
     session = std::make_unique<Session>(std::move(st), *this, source, sink, replica, *this, now());
-    int rc = listener.listen(cfg.listen, [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
+    int rc = listener.listen(cfg.listen,
+                             [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
     if (rc != 0) {
       error = "statesync: cannot listen on " + cfg.listen.toString() + ": " + uv::errorText(rc);
       session.reset();
@@ -126,7 +127,8 @@ struct Service::Impl final : Transport, Events {
     int rc = stream->connect(
         *peer, [this, id](int status) { onConnectDone(id, status); }, local ? &*local : nullptr);
     if (rc != 0) {
-      HALB_LOG_EVERY(Warn, kLog, 10s) << "cannot connect to " << peer->toString() << ": " << uv::errorText(rc);
+      HALB_LOG_EVERY(Warn, kLog, 10s)
+          << "cannot connect to " << peer->toString() << ": " << uv::errorText(rc);
       return 0;
     }
     links[id] = Link{std::move(stream), *peer, true};
@@ -140,7 +142,8 @@ struct Service::Impl final : Transport, Events {
     int rc = l.stream->write(frame, [this, id](int status) { onWriteDone(id, status); });
     if (rc != 0) {
       // Reported through the read side or the session's timeout; nothing to add here.
-      HALB_LOG_EVERY(Debug, kLog, 10s) << "write to " << l.remote.toString() << " failed: " << uv::errorText(rc);
+      HALB_LOG_EVERY(Debug, kLog, 10s)
+          << "write to " << l.remote.toString() << " failed: " << uv::errorText(rc);
       return;
     }
     if (session && l.stream->writeQueueBytes() >= highWatermark()) l.blocked = true;
@@ -171,7 +174,8 @@ struct Service::Impl final : Transport, Events {
   void onPeerUp(std::string_view name) override {
     auto it = links.find(session->activeConnection());
     HALB_LOG(Info, kLog) << "peer '" << name << "' connected"
-                         << (it != links.end() ? " (" + it->second.remote.toString() + ")" : std::string());
+                         << (it != links.end() ? " (" + it->second.remote.toString() + ")"
+                                               : std::string());
     lastLossReason.clear();
     if (hooks.onPeerUp) hooks.onPeerUp();
   }
@@ -182,23 +186,31 @@ struct Service::Impl final : Transport, Events {
   }
   void onSyncComplete() override {
     const Metrics& m = session->metrics();
-    HALB_LOG(Info, kLog) << "in sync with peer '" << session->peerName() << "' (last snapshot: "
-                         << m.snapshotEntriesReceived << " entries received in total, "
-                         << toMillis(m.lastSnapshotDuration) << " ms)";
+    if (m.snapshotsReceived > lastSnapshotsLogged) {
+      lastSnapshotsLogged = m.snapshotsReceived;
+      HALB_LOG(Info, kLog) << "in sync with peer '" << session->peerName() << "': snapshot of "
+                           << m.lastSnapshotEntries << " entries in "
+                           << toMillis(m.lastSnapshotDuration) << " ms";
+    } else {
+      HALB_LOG(Info, kLog) << "in sync with peer '" << session->peerName() << "': stream resumed";
+    }
     if (hooks.onSyncComplete) hooks.onSyncComplete();
   }
   void onAuthFailure(ConnId id, std::string_view detail) override {
-    HALB_LOG_EVERY(Warn, kLog, 10s) << "connection " << describe(id) << " failed authentication: " << detail
-                                    << "; nothing it sent was used";
+    HALB_LOG_EVERY(Warn, kLog, 10s)
+        << "connection " << describe(id) << " failed authentication: " << detail
+        << "; nothing it sent was used";
   }
   void onRefused(ConnId id, std::string_view reason) override {
     HALB_LOG_EVERY(Error, kLog, 10s) << "sync with " << describe(id) << " refused: " << reason;
   }
   void onProtocolError(ConnId id, std::string_view detail) override {
-    HALB_LOG_EVERY(Warn, kLog, 10s) << "protocol error on connection " << describe(id) << ": " << detail;
+    HALB_LOG_EVERY(Warn, kLog, 10s)
+        << "protocol error on connection " << describe(id) << ": " << detail;
   }
   void onResync(std::string_view reason) override {
-    HALB_LOG_EVERY(Warn, kLog, 10s) << "replication stream broken (" << reason << "); a fresh snapshot follows";
+    HALB_LOG_EVERY(Warn, kLog, 10s)
+        << "replication stream broken (" << reason << "); a fresh snapshot follows";
   }
   void onTransferDone(uint64_t id, bool ok) override {
     auto it = transferCallbacks.find(id);
@@ -233,11 +245,13 @@ struct Service::Impl final : Transport, Events {
   void startReading(ConnId id, uv::TcpStream& s) {
     s.startRead(
         [this, id](std::span<const char> data) {
-          session->onData(id, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()), now());
+          session->onData(id, std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                          now());
           afterEvent();
         },
         [this, id](int status) {
-          std::string why = status == UV_EOF ? "connection closed by peer" : "connection lost: " + uv::errorText(status);
+          std::string why = status == UV_EOF ? "connection closed by peer"
+                                             : "connection lost: " + uv::errorText(status);
           session->onClosed(id, why, now());
           links.erase(id);  // destroys the stream from inside its callback, which uv.h allows
           afterEvent();
@@ -260,8 +274,8 @@ struct Service::Impl final : Transport, Events {
     auto it = links.find(id);
     if (it == links.end()) return;
     if (status != 0) {
-      HALB_LOG_EVERY(Info, kLog, 30s) << "connect to " << it->second.remote.toString()
-                                      << " failed: " << uv::errorText(status);
+      HALB_LOG_EVERY(Info, kLog, 30s)
+          << "connect to " << it->second.remote.toString() << " failed: " << uv::errorText(status);
       links.erase(it);
       session->onConnectFailed(id, now());
       afterEvent();
@@ -351,6 +365,7 @@ struct Service::Impl final : Transport, Events {
   std::map<uint64_t, std::function<void(bool)>> transferCallbacks;
   std::unique_ptr<Session> session;  // after links: destroyed first (it may call close)
   std::string lastLossReason;
+  uint64_t lastSnapshotsLogged = 0;
   int idlePolls = 0;
   size_t highWater = Settings{}.highWatermark;
 };
@@ -365,7 +380,9 @@ Service::Service(uv::Loop& loop, const config::Config& config, repl::TableSource
 
 Service::~Service() = default;
 
-bool Service::start(std::string& error) { return impl_->start(error); }
+bool Service::start(std::string& error) {
+  return impl_->start(error);
+}
 
 void Service::stop() {
   if (!impl_->session) return;
@@ -382,16 +399,28 @@ void Service::setPeer(std::optional<SocketAddress> peer) {
   }
 }
 
-SocketAddress Service::listenAddress() const { return impl_->listenAddr; }
+SocketAddress Service::listenAddress() const {
+  return impl_->listenAddr;
+}
 
 void Service::setEpoch(uint32_t epoch) {
   if (impl_->session) impl_->session->setEpoch(epoch);
 }
-uint32_t Service::peerEpoch() const { return impl_->session ? impl_->session->peerEpoch() : 0; }
-uint32_t Service::highestEpochSeen() const { return impl_->session ? impl_->session->highestEpochSeen() : 0; }
-bool Service::peerConnected() const { return impl_->session && impl_->session->peerConnected(); }
-bool Service::inSync() const { return impl_->session && impl_->session->inSync(); }
-PeerState Service::state() const { return impl_->session ? impl_->session->state() : PeerState::Disconnected; }
+uint32_t Service::peerEpoch() const {
+  return impl_->session ? impl_->session->peerEpoch() : 0;
+}
+uint32_t Service::highestEpochSeen() const {
+  return impl_->session ? impl_->session->highestEpochSeen() : 0;
+}
+bool Service::peerConnected() const {
+  return impl_->session && impl_->session->peerConnected();
+}
+bool Service::inSync() const {
+  return impl_->session && impl_->session->inSync();
+}
+PeerState Service::state() const {
+  return impl_->session ? impl_->session->state() : PeerState::Disconnected;
+}
 
 bool Service::transfer(std::vector<repl::ConnEntry> entries, std::function<void(bool)> done) {
   if (!impl_->session) return false;
@@ -402,12 +431,20 @@ bool Service::transfer(std::vector<repl::ConnEntry> entries, std::function<void(
   return true;
 }
 
-std::vector<repl::ConnEntry> Service::takeConnections() { return impl_->replica.take(); }
-size_t Service::replicaSize() const { return impl_->replica.size(); }
+std::vector<repl::ConnEntry> Service::takeConnections() {
+  return impl_->replica.take();
+}
+size_t Service::replicaSize() const {
+  return impl_->replica.size();
+}
 
-void Service::drainNow() { impl_->drain(); }
+void Service::drainNow() {
+  impl_->drain();
+}
 
-const Session& Service::session() const { return *impl_->session; }
+const Session& Service::session() const {
+  return *impl_->session;
+}
 
 void Service::writeMetrics(PromWriter& w) const {
   if (!impl_->session) return;
@@ -422,47 +459,75 @@ void Service::writeMetrics(PromWriter& w) const {
     w.sample(name, {}, v);
   };
   w.family("halb_statesync_peer_state", "gauge", "1 for the current state of the link to the peer");
-  for (PeerState st : {PeerState::Disconnected, PeerState::Connecting, PeerState::Syncing, PeerState::InSync})
+  for (PeerState st :
+       {PeerState::Disconnected, PeerState::Connecting, PeerState::Syncing, PeerState::InSync})
     w.sample("halb_statesync_peer_state", {{"state", toString(st)}}, s.state() == st ? 1 : 0);
-  gauge("halb_statesync_in_sync", "1 when a full copy of the peer's tables is applied", s.inSync() ? 1 : 0);
-  counter("halb_statesync_entries_sent_total", "Entries sent as incremental updates", static_cast<double>(m.entriesSent));
-  counter("halb_statesync_entries_received_total", "Incremental entries received", static_cast<double>(m.entriesReceived));
-  counter("halb_statesync_entries_applied_total", "Received entries applied (incl. snapshots)", static_cast<double>(m.entriesApplied));
-  counter("halb_statesync_entries_stale_total", "Received entries older than the held ones (last writer wins)",
+  gauge("halb_statesync_in_sync", "1 when a full copy of the peer's tables is applied",
+        s.inSync() ? 1 : 0);
+  counter("halb_statesync_entries_sent_total", "Entries sent as incremental updates",
+          static_cast<double>(m.entriesSent));
+  counter("halb_statesync_entries_received_total", "Incremental entries received",
+          static_cast<double>(m.entriesReceived));
+  counter("halb_statesync_entries_applied_total", "Received entries applied (incl. snapshots)",
+          static_cast<double>(m.entriesApplied));
+  counter("halb_statesync_entries_stale_total",
+          "Received entries older than the held ones (last writer wins)",
           static_cast<double>(m.entriesStale));
   w.family("halb_statesync_coalesced_total", "counter", "Local changes not sent on their own");
   const auto& co = s.coalescing();
-  w.sample("halb_statesync_coalesced_total", {{"reason", "merged"}}, static_cast<double>(co.merged));
-  w.sample("halb_statesync_coalesced_total", {{"reason", "cancelled"}}, static_cast<double>(co.cancelled));
-  w.sample("halb_statesync_coalesced_total", {{"reason", "touch"}}, static_cast<double>(co.touchesSuppressed));
-  counter("halb_statesync_dropped_total", "Changes dropped because the peer was too slow (a resync follows)",
+  w.sample("halb_statesync_coalesced_total", {{"reason", "merged"}},
+           static_cast<double>(co.merged));
+  w.sample("halb_statesync_coalesced_total", {{"reason", "cancelled"}},
+           static_cast<double>(co.cancelled));
+  w.sample("halb_statesync_coalesced_total", {{"reason", "touch"}},
+           static_cast<double>(co.touchesSuppressed));
+  counter("halb_statesync_dropped_total",
+          "Changes dropped because the peer was too slow (a resync follows)",
           static_cast<double>(m.overflowDrops));
   uint64_t queueDrops = 0;
   for (auto* q : impl_->queues) queueDrops += q->dropped();
-  counter("halb_statesync_change_queue_dropped_total", "Changes a worker could not queue (a resync follows)",
-          static_cast<double>(queueDrops));
-  counter("halb_statesync_resyncs_total", "Fresh snapshots sent because changes were lost", static_cast<double>(m.resyncs));
-  counter("halb_statesync_too_large_total", "Entries that cannot be replicated (over the frame size)",
+  counter("halb_statesync_change_queue_dropped_total",
+          "Changes a worker could not queue (a resync follows)", static_cast<double>(queueDrops));
+  counter("halb_statesync_resyncs_total", "Fresh snapshots sent because changes were lost",
+          static_cast<double>(m.resyncs));
+  counter("halb_statesync_too_large_total",
+          "Entries that cannot be replicated (over the frame size)",
           static_cast<double>(m.entriesTooLarge));
-  counter("halb_statesync_snapshots_sent_total", "Full snapshots sent", static_cast<double>(m.snapshotsSent));
-  counter("halb_statesync_snapshots_received_total", "Full snapshots received and applied", static_cast<double>(m.snapshotsReceived));
-  counter("halb_statesync_resumes_total", "Sessions resumed from the resend window", static_cast<double>(m.resumes));
-  counter("halb_statesync_sessions_total", "Authenticated sessions", static_cast<double>(m.sessions));
-  counter("halb_statesync_peer_lost_total", "Times the link to the peer broke", static_cast<double>(m.peerLost));
-  counter("halb_statesync_auth_failures_total", "Connections that failed authentication", static_cast<double>(m.authFailures));
-  counter("halb_statesync_refusals_total", "Handshakes refused (config fingerprint, node name, version)",
+  counter("halb_statesync_snapshots_sent_total", "Full snapshots sent",
+          static_cast<double>(m.snapshotsSent));
+  counter("halb_statesync_snapshots_received_total", "Full snapshots received and applied",
+          static_cast<double>(m.snapshotsReceived));
+  counter("halb_statesync_resumes_total", "Sessions resumed from the resend window",
+          static_cast<double>(m.resumes));
+  counter("halb_statesync_sessions_total", "Authenticated sessions",
+          static_cast<double>(m.sessions));
+  counter("halb_statesync_peer_lost_total", "Times the link to the peer broke",
+          static_cast<double>(m.peerLost));
+  counter("halb_statesync_auth_failures_total", "Connections that failed authentication",
+          static_cast<double>(m.authFailures));
+  counter("halb_statesync_refusals_total",
+          "Handshakes refused (config fingerprint, node name, version)",
           static_cast<double>(m.refusals));
-  counter("halb_statesync_protocol_errors_total", "Connections closed on a protocol error", static_cast<double>(m.protocolErrors));
-  counter("halb_statesync_bytes_sent_total", "Bytes sent to the peer", static_cast<double>(m.bytesSent));
-  counter("halb_statesync_bytes_received_total", "Bytes received from the peer", static_cast<double>(m.bytesReceived));
-  gauge("halb_statesync_outbound_queue", "Changes queued or awaiting acknowledgement", static_cast<double>(s.outboundQueued()));
-  gauge("halb_statesync_replica_connections", "Peer connections held for takeover", static_cast<double>(impl_->replica.size()));
+  counter("halb_statesync_protocol_errors_total", "Connections closed on a protocol error",
+          static_cast<double>(m.protocolErrors));
+  counter("halb_statesync_bytes_sent_total", "Bytes sent to the peer",
+          static_cast<double>(m.bytesSent));
+  counter("halb_statesync_bytes_received_total", "Bytes received from the peer",
+          static_cast<double>(m.bytesReceived));
+  gauge("halb_statesync_outbound_queue", "Changes queued or awaiting acknowledgement",
+        static_cast<double>(s.outboundQueued()));
+  gauge("halb_statesync_replica_connections", "Peer connections held for takeover",
+        static_cast<double>(impl_->replica.size()));
   gauge("halb_statesync_rtt_seconds", "Smoothed round-trip time to the peer",
         s.rtt() ? std::chrono::duration<double>(*s.rtt()).count() : 0.0);
-  w.family("halb_statesync_transfers_total", "counter", "Acknowledged connection transfers (handover)");
-  w.sample("halb_statesync_transfers_total", {{"result", "acked"}}, static_cast<double>(m.transfersAcked));
-  w.sample("halb_statesync_transfers_total", {{"result", "failed"}}, static_cast<double>(m.transfersFailed));
-  w.sample("halb_statesync_transfers_total", {{"result", "received"}}, static_cast<double>(m.transfersReceived));
+  w.family("halb_statesync_transfers_total", "counter",
+           "Acknowledged connection transfers (handover)");
+  w.sample("halb_statesync_transfers_total", {{"result", "acked"}},
+           static_cast<double>(m.transfersAcked));
+  w.sample("halb_statesync_transfers_total", {{"result", "failed"}},
+           static_cast<double>(m.transfersFailed));
+  w.sample("halb_statesync_transfers_total", {{"result", "received"}},
+           static_cast<double>(m.transfersReceived));
   {
     std::vector<uint64_t> counts;
     double sum = 0;
@@ -475,9 +540,10 @@ void Service::writeMetrics(PromWriter& w) const {
     std::vector<uint64_t> counts;
     double sum = 0;
     s.snapshotDurationHistogram().addTo(counts, sum);
-    w.family("halb_statesync_snapshot_duration_seconds", "histogram", "Time to receive a full snapshot");
-    Histogram::write(w, "halb_statesync_snapshot_duration_seconds", {}, s.snapshotDurationHistogram().bounds(),
-                     counts, sum);
+    w.family("halb_statesync_snapshot_duration_seconds", "histogram",
+             "Time to receive a full snapshot");
+    Histogram::write(w, "halb_statesync_snapshot_duration_seconds", {},
+                     s.snapshotDurationHistogram().bounds(), counts, sum);
   }
 }
 
@@ -517,6 +583,7 @@ void Service::writeStatus(JsonWriter& j) const {
   j.key("snapshots_sent").value(m.snapshotsSent);
   j.key("snapshots_received").value(m.snapshotsReceived);
   j.key("last_snapshot_ms").value(ms(m.lastSnapshotDuration));
+  j.key("last_snapshot_entries").value(m.lastSnapshotEntries);
   j.key("dropped").value(m.overflowDrops);
   j.key("resyncs").value(m.resyncs);
   j.key("auth_failures").value(m.authFailures);

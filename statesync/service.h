@@ -46,8 +46,9 @@ struct ServiceOptions {
 
 class Service {
  public:
-  Service(uv::Loop& loop, const config::Config& config, repl::TableSource& source, repl::TableSink& sink,
-          std::vector<repl::ChangeQueue*> queues, Hooks hooks, ServiceOptions options = {});
+  Service(uv::Loop& loop, const config::Config& config, repl::TableSource& source,
+          repl::TableSink& sink, std::vector<repl::ChangeQueue*> queues, Hooks hooks,
+          ServiceOptions options = {});
   ~Service();
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;

@@ -11,7 +11,8 @@ using wire::MsgType;
 
 namespace {
 
-constexpr double kSnapshotBuckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+constexpr double kSnapshotBuckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5,
+                                       1,     2.5,   5,    10,   30,  60,   120};
 // Room for a batch prefix and one entry's kind and age next to the largest entry.
 constexpr size_t kMaxEntryBytes = wire::kMaxPayload - 64;
 constexpr size_t kChunkEntries = 4096;
@@ -19,12 +20,20 @@ constexpr size_t kChunkEntries = 4096;
 constexpr int kMaxBackoffExponent = 20;
 
 uint64_t micros(Duration d) {
-  return d.count() <= 0 ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<microseconds>(d).count());
+  return d.count() <= 0
+             ? 0
+             : static_cast<uint64_t>(std::chrono::duration_cast<microseconds>(d).count());
 }
-uint64_t micros(TimePoint t) { return micros(t.time_since_epoch()); }
-double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+uint64_t micros(TimePoint t) {
+  return micros(t.time_since_epoch());
+}
+double seconds(Duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
-std::string shortHex(const Sha256Digest& d) { return toHex(std::span(d.data(), 8)); }
+std::string shortHex(const Sha256Digest& d) {
+  return toHex(std::span(d.data(), 8));
+}
 
 std::string payloadOf(const auto& msg) {
   std::string p;
@@ -32,11 +41,14 @@ std::string payloadOf(const auto& msg) {
   return p;
 }
 
-bool hasTcpState(const repl::ConnEntry& c) { return c.clientTcp.has_value() || c.serverTcp.has_value(); }
+bool hasTcpState(const repl::ConnEntry& c) {
+  return c.clientTcp.has_value() || c.serverTcp.has_value();
+}
 
 // Encodes an entry; a connection whose TCP state does not fit a frame goes without it (the
 // peer then knows the connection but will not try to restore it).
-bool encodeForWire(std::string& body, ChangeKind kind, const repl::StickEntry& s, repl::ConnEntry& c) {
+bool encodeForWire(std::string& body, ChangeKind kind, const repl::StickEntry& s,
+                   repl::ConnEntry& c) {
   if (wire::encodeEntryBody(body, kind, s, c) && body.size() <= kMaxEntryBytes) return true;
   if (wire::isStickKind(kind) || !hasTcpState(c)) return false;
   c.clientTcp.reset();
@@ -49,15 +61,21 @@ bool encodeForWire(std::string& body, ChangeKind kind, const repl::StickEntry& s
 
 const char* toString(PeerState s) {
   switch (s) {
-    case PeerState::Disconnected: return "disconnected";
-    case PeerState::Connecting: return "connecting";
-    case PeerState::Syncing: return "syncing";
-    case PeerState::InSync: return "in_sync";
+    case PeerState::Disconnected:
+      return "disconnected";
+    case PeerState::Connecting:
+      return "connecting";
+    case PeerState::Syncing:
+      return "syncing";
+    case PeerState::InSync:
+      return "in_sync";
   }
   return "?";
 }
 
-std::span<const double> snapshotDurationBuckets() { return kSnapshotBuckets; }
+std::span<const double> snapshotDurationBuckets() {
+  return kSnapshotBuckets;
+}
 
 struct Session::Conn {
   ConnId id = 0;
@@ -105,7 +123,8 @@ Session::Session(Settings settings, Transport& transport, repl::TableSource& sou
       log_(s_.queueEntries, s_.queueBytes),
       snapshotDuration_(kSnapshotBuckets) {
   if (!s_.random) s_.random = [](std::span<uint8_t> out) { randomBytes(out); };
-  while (incarnation_ == 0) s_.random(std::span(reinterpret_cast<uint8_t*>(&incarnation_), sizeof incarnation_));
+  while (incarnation_ == 0)
+    s_.random(std::span(reinterpret_cast<uint8_t*>(&incarnation_), sizeof incarnation_));
   uint64_t seed = s_.seed;
   if (seed == 0) s_.random(std::span(reinterpret_cast<uint8_t*>(&seed), sizeof seed));
   rng_.seed(seed);
@@ -136,7 +155,9 @@ void Session::onConnected(ConnId id, TimePoint now) {
   c->lastRx = now;
 }
 
-void Session::onConnectFailed(ConnId id, TimePoint now) { drop(id, "connect failed", now, false); }
+void Session::onConnectFailed(ConnId id, TimePoint now) {
+  drop(id, "connect failed", now, false);
+}
 
 void Session::onAccepted(ConnId id, TimePoint now) {
   if (shutdown_) {
@@ -193,7 +214,9 @@ void Session::onClosed(ConnId id, std::string_view reason, TimePoint now) {
   drop(id, reason, now, false);
 }
 
-void Session::onWritable(TimePoint now) { pump(now); }
+void Session::onWritable(TimePoint now) {
+  pump(now);
+}
 
 void Session::onTick(TimePoint now) {
   if (lossDeadline_ && now >= *lossDeadline_) {
@@ -208,7 +231,8 @@ void Session::onTick(TimePoint now) {
   for (const auto& [id, c] : conns_) {
     if (c->phase != Phase::Established) {
       if (now - c->openedAt >= s_.handshakeTimeout)
-        dead.emplace_back(id, c->phase == Phase::Connecting ? "connect timed out" : "handshake timed out");
+        dead.emplace_back(
+            id, c->phase == Phase::Connecting ? "connect timed out" : "handshake timed out");
     } else if (now - c->lastRx >= s_.peerTimeout) {
       dead.emplace_back(id, "peer silent for " + std::to_string(toMillis(now - c->lastRx)) + " ms");
     }
@@ -216,7 +240,8 @@ void Session::onTick(TimePoint now) {
   for (const auto& [id, why] : dead) drop(id, why, now, true);
 
   for (auto& [id, c] : conns_)
-    if (c->phase == Phase::Established && now - c->lastHeartbeat >= s_.heartbeat) sendHeartbeat(*c, now);
+    if (c->phase == Phase::Established && now - c->lastHeartbeat >= s_.heartbeat)
+      sendHeartbeat(*c, now);
 
   for (auto it = transfers_.begin(); it != transfers_.end();) {
     if (now >= it->second) {
@@ -234,7 +259,8 @@ void Session::onTick(TimePoint now) {
     ackDue_.reset();
   }
 
-  if (!coalescer_.empty() && (now - coalescer_.oldest() >= s_.batchDelay || coalescer_.size() >= s_.batchEntries))
+  if (!coalescer_.empty() &&
+      (now - coalescer_.oldest() >= s_.batchDelay || coalescer_.size() >= s_.batchEntries))
     flush(now);
 
   if (nextConnect_ && now >= *nextConnect_) {
@@ -288,18 +314,29 @@ TimePoint Session::nextDeadline() const {
 
 void Session::handleFrame(Conn& c, const wire::RawFrame& f, TimePoint now) {
   switch (c.phase) {
-    case Phase::Connecting: authFailure(c.id, "data before the connection completed", now); return;
-    case Phase::AwaitChallenge: onChallenge(c, f, now); return;
-    case Phase::AwaitHello: onHello(c, f, now); return;
-    case Phase::AwaitReply: onHelloReply(c, f, now); return;
-    case Phase::Established: dispatch(c, f, now); return;
+    case Phase::Connecting:
+      authFailure(c.id, "data before the connection completed", now);
+      return;
+    case Phase::AwaitChallenge:
+      onChallenge(c, f, now);
+      return;
+    case Phase::AwaitHello:
+      onHello(c, f, now);
+      return;
+    case Phase::AwaitReply:
+      onHelloReply(c, f, now);
+      return;
+    case Phase::Established:
+      dispatch(c, f, now);
+      return;
   }
 }
 
 // Initiator, step 1: the responder proved it holds the key (the tag), and gave us its nonce.
 void Session::onChallenge(Conn& c, const wire::RawFrame& f, TimePoint now) {
   if (f.header.type != MsgType::Challenge || f.header.counter != 0)
-    return authFailure(c.id, std::string("expected CHALLENGE, got ") + toString(f.header.type), now);
+    return authFailure(c.id, std::string("expected CHALLENGE, got ") + toString(f.header.type),
+                       now);
   if (!wire::verifyFrame(f, challengeKey_))
     return authFailure(c.id, "CHALLENGE failed authentication: the peer has a different key", now);
   auto m = wire::decodeChallenge(f.payload);
@@ -307,8 +344,8 @@ void Session::onChallenge(Conn& c, const wire::RawFrame& f, TimePoint now) {
   uint8_t v = std::min(wire::kVersionMax, m->versionMax);
   if (v < std::max(wire::kVersionMin, m->versionMin)) {
     std::string why = "peer speaks protocol versions " + std::to_string(m->versionMin) + ".." +
-                      std::to_string(m->versionMax) + ", this node " + std::to_string(wire::kVersionMin) +
-                      ".." + std::to_string(wire::kVersionMax);
+                      std::to_string(m->versionMax) + ", this node " +
+                      std::to_string(wire::kVersionMin) + ".." + std::to_string(wire::kVersionMax);
     ++metrics_.refusals;
     events_.onRefused(c.id, why);
     refused_ = true;
@@ -349,7 +386,8 @@ void Session::onHello(Conn& c, const wire::RawFrame& f, TimePoint now) {
   c.lastRx = now;
   auto h = wire::decodeHello(f.payload);
   if (!h) return protocolError(c.id, h.error(), now);
-  if (h->version != f.header.version) return protocolError(c.id, "HELLO: version field differs from the header", now);
+  if (h->version != f.header.version)
+    return protocolError(c.id, "HELLO: version field differs from the header", now);
   c.version = f.header.version;
 
   wire::HelloStatus status = wire::HelloStatus::Ok;
@@ -377,10 +415,12 @@ void Session::onHello(Conn& c, const wire::RawFrame& f, TimePoint now) {
 // Initiator, step 2: the reply is under the session keys, so the responder is live too.
 void Session::onHelloReply(Conn& c, const wire::RawFrame& f, TimePoint now) {
   if (f.header.type != MsgType::HelloReply || f.header.counter != 1)
-    return authFailure(c.id, std::string("expected HELLO_REPLY, got ") + toString(f.header.type), now);
+    return authFailure(c.id, std::string("expected HELLO_REPLY, got ") + toString(f.header.type),
+                       now);
   if (f.header.version != c.version) return authFailure(c.id, "HELLO_REPLY: wrong version", now);
   if (!wire::verifyFrame(f, c.rxKey))
-    return authFailure(c.id, "HELLO_REPLY failed authentication: the peer has a different key", now);
+    return authFailure(c.id, "HELLO_REPLY failed authentication: the peer has a different key",
+                       now);
   c.rxCounter = 2;
   c.lastRx = now;
   auto r = wire::decodeHelloReply(f.payload);
@@ -388,8 +428,8 @@ void Session::onHelloReply(Conn& c, const wire::RawFrame& f, TimePoint now) {
   wire::HelloStatus status = wire::HelloStatus::Ok;
   auto refusal = checkPeer(r->nodeName, r->fingerprint, &status);
   if (r->status != wire::HelloStatus::Ok || refusal) {
-    std::string why = refusal ? *refusal
-                              : "refused by peer '" + r->nodeName + "': " + toString(r->status);
+    std::string why =
+        refusal ? *refusal : "refused by peer '" + r->nodeName + "': " + toString(r->status);
     ++metrics_.refusals;
     events_.onRefused(c.id, why);
     refused_ = true;
@@ -411,9 +451,11 @@ std::optional<std::string> Session::checkPeer(std::string_view name, const Sha25
   }
   if (fp != s_.fingerprint) {
     *status = wire::HelloStatus::FingerprintMismatch;
-    return "configuration mismatch with peer '" + std::string(name) + "': replicated-config fingerprint " +
-           shortHex(s_.fingerprint) + " here, " + shortHex(fp) +
-           " there (backends, servers, sticky settings or continuity frontends differ); sync refused "
+    return "configuration mismatch with peer '" + std::string(name) +
+           "': replicated-config fingerprint " + shortHex(s_.fingerprint) + " here, " +
+           shortHex(fp) +
+           " there (backends, servers, sticky settings or continuity frontends differ); sync "
+           "refused "
            "until both nodes run the same configuration";
   }
   *status = wire::HelloStatus::Ok;
@@ -511,7 +553,8 @@ void Session::dispatch(Conn& c, const wire::RawFrame& f, TimePoint now) {
                          "frame counter " + std::to_string(f.header.counter) + ", expected " +
                              std::to_string(c.rxCounter) + " (replayed, lost or reordered frame)",
                          now);
-  if (f.header.version != c.version) return protocolError(c.id, "frame version changed mid-session", now);
+  if (f.header.version != c.version)
+    return protocolError(c.id, "frame version changed mid-session", now);
   ++c.rxCounter;
   c.lastRx = now;
   if (c.id != active_) return;  // the loser of a tie-break, closing
@@ -592,7 +635,9 @@ void Session::onSnapshotBegin(const wire::SnapshotBegin& m, TimePoint now) {
 
 void Session::onSnapshotChunk(Conn& c, wire::SnapshotChunk&& m, TimePoint now) {
   if (!rxSnapshot_ || m.snapshotId != rxSnapshot_->id)
-    return protocolError(c.id, "SNAPSHOT_CHUNK for snapshot " + std::to_string(m.snapshotId) + " not in progress", now);
+    return protocolError(
+        c.id, "SNAPSHOT_CHUNK for snapshot " + std::to_string(m.snapshotId) + " not in progress",
+        now);
   for (const auto& e : m.entries) applyEntry(e, now);
   rxSnapshot_->entries += m.entries.size();
   metrics_.snapshotEntriesReceived += m.entries.size();
@@ -600,7 +645,9 @@ void Session::onSnapshotChunk(Conn& c, wire::SnapshotChunk&& m, TimePoint now) {
 
 void Session::onSnapshotEnd(Conn& c, const wire::SnapshotEnd& m, TimePoint now) {
   if (!rxSnapshot_ || m.snapshotId != rxSnapshot_->id)
-    return protocolError(c.id, "SNAPSHOT_END for snapshot " + std::to_string(m.snapshotId) + " not in progress", now);
+    return protocolError(
+        c.id, "SNAPSHOT_END for snapshot " + std::to_string(m.snapshotId) + " not in progress",
+        now);
   if (m.entries != rxSnapshot_->entries)
     return protocolError(c.id,
                          "SNAPSHOT_END counts " + std::to_string(m.entries) + " entries, " +
@@ -609,6 +656,7 @@ void Session::onSnapshotEnd(Conn& c, const wire::SnapshotEnd& m, TimePoint now) 
   replica_.sweep();
   Duration took = now - rxSnapshot_->startedAt;
   metrics_.lastSnapshotDuration = took;
+  metrics_.lastSnapshotEntries = m.entries;
   ++metrics_.snapshotsReceived;
   snapshotDuration_.observe(seconds(took));
   rxSnapshot_.reset();
@@ -621,7 +669,8 @@ void Session::onResume(Conn& c, const wire::Resume& m, TimePoint now) {
   if (rxStarted_) return protocolError(c.id, "RESUME after the stream started", now);
   if (!rxComplete_ || m.nextSeq > rxExpected_)
     return protocolError(c.id,
-                         "RESUME at " + std::to_string(m.nextSeq) + " but this node holds the stream up to " +
+                         "RESUME at " + std::to_string(m.nextSeq) +
+                             " but this node holds the stream up to " +
                              std::to_string(rxExpected_ ? rxExpected_ - 1 : 0),
                          now);
   rxStarted_ = true;
@@ -632,16 +681,19 @@ void Session::onUpdates(Conn& c, wire::Updates&& m, TimePoint now) {
   if (!rxStarted_) return protocolError(c.id, "UPDATES before SNAPSHOT_BEGIN or RESUME", now);
   if (m.firstSeq > rxExpected_)
     return protocolError(c.id,
-                         "UPDATES gap: expected sequence " + std::to_string(rxExpected_) + ", got " +
-                             std::to_string(m.firstSeq),
+                         "UPDATES gap: expected sequence " + std::to_string(rxExpected_) +
+                             ", got " + std::to_string(m.firstSeq),
                          now);
   // The frame's one-way delay: its send time moved to our clock by the offset estimate (this
   // sees a receiver that was busy or descheduled, which RTT/2 would miss); RTT/2 until the
   // first heartbeat round trip.
   double transit = srtt_ ? seconds(*srtt_) / 2 : 0.0;
   if (auto off = clockOffset()) {
-    int64_t sentHere = static_cast<int64_t>(m.sendTimeUs) - std::chrono::duration_cast<microseconds>(*off).count();
-    transit = static_cast<double>(std::max<int64_t>(0, static_cast<int64_t>(micros(now)) - sentHere)) / 1e6;
+    int64_t sentHere =
+        static_cast<int64_t>(m.sendTimeUs) - std::chrono::duration_cast<microseconds>(*off).count();
+    transit =
+        static_cast<double>(std::max<int64_t>(0, static_cast<int64_t>(micros(now)) - sentHere)) /
+        1e6;
   }
   uint64_t seq = m.firstSeq;
   for (const auto& e : m.entries) {
@@ -693,7 +745,8 @@ void Session::onHeartbeat(Conn& c, const wire::Heartbeat& m, TimePoint now) {
     if (rtt >= 0) {
       Duration r = microseconds(rtt);
       srtt_ = srtt_ ? (*srtt_ * 7 + r) / 8 : r;
-      offsetSamples_[offsetSampleCount_++ % offsetSamples_.size()] = {rtt, ((t2 - t1) + (t3 - t4)) / 2};
+      offsetSamples_[offsetSampleCount_++ % offsetSamples_.size()] = {rtt,
+                                                                      ((t2 - t1) + (t3 - t4)) / 2};
     }
   }
   c.peerHbTimeUs = m.timeUs;
@@ -753,7 +806,8 @@ void Session::flush(TimePoint now) {
   for (size_t i = 0; i < drainBuf_.size(); ++i) {
     Change& c = drainBuf_[i];
     // The peer's copy should expire when ours does, not later by the time spent batching.
-    if (wire::isStickKind(c.kind)) c.stick.ttlLeft = std::max(Duration::zero(), c.stick.ttlLeft - (now - c.at));
+    if (wire::isStickKind(c.kind))
+      c.stick.ttlLeft = std::max(Duration::zero(), c.stick.ttlLeft - (now - c.at));
     std::string body;
     if (!encodeForWire(body, c.kind, c.stick, c.conn)) {
       ++metrics_.entriesTooLarge;
@@ -820,7 +874,8 @@ void Session::startSnapshot(Conn& c, wire::SnapshotReason reason, TimePoint now)
 void Session::sendUpdates(Conn& c, TimePoint now) {
   wire::FrameBuilder b;
   auto w = wire::BatchWriter::updates(b.payload(), cursor_, micros(now));
-  while (cursor_ < log_.nextSeq() && w.count() < s_.batchEntries && b.payloadSize() < s_.frameBytes) {
+  while (cursor_ < log_.nextSeq() && w.count() < s_.batchEntries &&
+         b.payloadSize() < s_.frameBytes) {
     const OutboundLog::Item* it = log_.find(cursor_);
     if (!it) break;
     if (w.count() > 0 && b.payloadSize() + it->body.size() + 16 > wire::kMaxPayload) break;
@@ -873,7 +928,8 @@ void Session::sendChunk(Conn& c, TimePoint now) {
   (void)now;
   wire::FrameBuilder b;
   auto w = wire::BatchWriter::snapshotChunk(b.payload(), sn.id);
-  while (sn.pos < sn.buffer.size() && w.count() < kChunkEntries && b.payloadSize() < s_.frameBytes) {
+  while (sn.pos < sn.buffer.size() && w.count() < kChunkEntries &&
+         b.payloadSize() < s_.frameBytes) {
     const auto& [kind, body] = sn.buffer[sn.pos];
     if (w.count() > 0 && b.payloadSize() + body.size() + 8 > wire::kMaxPayload) break;
     w.addChunkEntry(kind, body);
@@ -889,9 +945,10 @@ void Session::sendHeartbeat(Conn& c, TimePoint now) {
   wire::Heartbeat h;
   h.timeUs = micros(now);
   h.echoTimeUs = c.peerHbTimeUs;
-  h.echoDelayUs = c.peerHbTimeUs
-                      ? static_cast<uint32_t>(std::min<uint64_t>(micros(now - c.peerHbAt), UINT32_MAX))
-                      : 0;
+  h.echoDelayUs =
+      c.peerHbTimeUs
+          ? static_cast<uint32_t>(std::min<uint64_t>(micros(now - c.peerHbAt), UINT32_MAX))
+          : 0;
   h.epoch = epoch_;
   c.lastHeartbeat = now;
   send(c, MsgType::Heartbeat, payloadOf(h));
@@ -906,7 +963,8 @@ uint64_t Session::transfer(const std::vector<repl::ConnEntry>& entries, TimePoin
   std::string body;
   for (const auto& e : entries) {
     body.clear();
-    if (!wire::encodeConnEntry(body, e) || b.payloadSize() + body.size() > wire::kMaxPayload) return 0;
+    if (!wire::encodeConnEntry(body, e) || b.payloadSize() + body.size() > wire::kMaxPayload)
+      return 0;
     w.addTransferEntry(body);
   }
   w.finish();
@@ -983,7 +1041,8 @@ void Session::drop(ConnId id, std::string_view reason, TimePoint now, bool close
   std::unique_ptr<Conn> c = std::move(it->second);
   conns_.erase(it);
   if (sayGoodbye && c->phase == Phase::Established)
-    send(*c, MsgType::Close, payloadOf(wire::Close{*sayGoodbye, std::string(reason.substr(0, wire::kMaxReason))}));
+    send(*c, MsgType::Close,
+         payloadOf(wire::Close{*sayGoodbye, std::string(reason.substr(0, wire::kMaxReason))}));
   if (closeTransport) transport_.close(id);
 
   if (id == outbound_) {
@@ -1007,7 +1066,8 @@ void Session::authFailure(ConnId id, std::string_view detail, TimePoint now) {
 void Session::protocolError(ConnId id, std::string_view detail, TimePoint now) {
   ++metrics_.protocolErrors;
   events_.onProtocolError(id, detail);
-  drop(id, std::string("protocol error: ") + std::string(detail), now, true, wire::CloseCode::ProtocolError);
+  drop(id, std::string("protocol error: ") + std::string(detail), now, true,
+       wire::CloseCode::ProtocolError);
 }
 
 void Session::activeLost(std::string_view reason, TimePoint now, bool defer) {

@@ -71,27 +71,27 @@ class Events {
 
 struct Settings {
   std::string nodeName;
-  Sha256Digest fingerprint{};    // configFingerprint() of the replicated configuration
-  std::vector<uint8_t> key;      // shared secret (loadKeyFile)
-  bool connectToPeer = true;     // false: only accept
+  Sha256Digest fingerprint{};  // configFingerprint() of the replicated configuration
+  std::vector<uint8_t> key;    // shared secret (loadKeyFile)
+  bool connectToPeer = true;   // false: only accept
   Duration heartbeat = 100ms;
-  Duration peerTimeout = 1s;     // no frame for this long: the connection is dead
+  Duration peerTimeout = 1s;  // no frame for this long: the connection is dead
   Duration handshakeTimeout = 2s;
   Duration reconnectMin = 50ms;
   Duration reconnectMax = 2s;
-  Duration batchDelay = 1ms;     // a change waits at most this long for companions
-  size_t batchEntries = 512;     // ...or until this many are pending
-  size_t frameBytes = 64 * 1024; // UPDATES / SNAPSHOT_CHUNK payload target
-  size_t queueEntries = 65536;   // outbound log bound (unsent + unacknowledged)
+  Duration batchDelay = 1ms;      // a change waits at most this long for companions
+  size_t batchEntries = 512;      // ...or until this many are pending
+  size_t frameBytes = 64 * 1024;  // UPDATES / SNAPSHOT_CHUNK payload target
+  size_t queueEntries = 65536;    // outbound log bound (unsent + unacknowledged)
   size_t queueBytes = 64u << 20;
   size_t highWatermark = 1u << 20;  // stop framing while the transport holds this much
   Duration ackDelay = 5ms;
   uint64_t ackEvery = 4096;
   size_t touchCacheSlots = 1u << 16;
   double touchRefresh = 0.25;
-  size_t maxHandshakes = 4;      // concurrent unauthenticated inbound connections
+  size_t maxHandshakes = 4;  // concurrent unauthenticated inbound connections
   Duration transferTimeout = 2s;
-  uint64_t seed = 0;             // reconnect jitter; 0 = from `random`
+  uint64_t seed = 0;  // reconnect jitter; 0 = from `random`
   // Randomness for nonces and the incarnation id; default: common/crypto randomBytes.
   std::function<void(std::span<uint8_t>)> random;
 };
@@ -105,17 +105,18 @@ struct Metrics {
   uint64_t changesDiscarded = 0;  // no peer and nothing to resume: the next snapshot covers them
   uint64_t entriesSent = 0;
   uint64_t entriesTooLarge = 0;
-  uint64_t overflowDrops = 0;     // entries lost because the peer was too slow
+  uint64_t overflowDrops = 0;  // entries lost because the peer was too slow
   uint64_t resyncs = 0;
   uint64_t snapshotsSent = 0;
   uint64_t snapshotEntriesSent = 0;
-  uint64_t resumes = 0;           // sessions that continued from the resend log
+  uint64_t resumes = 0;  // sessions that continued from the resend log
   // inbound
   uint64_t entriesReceived = 0;
   uint64_t entriesApplied = 0;
-  uint64_t entriesStale = 0;      // older than what is held (last writer wins)
+  uint64_t entriesStale = 0;  // older than what is held (last writer wins)
   uint64_t snapshotsReceived = 0;
   uint64_t snapshotEntriesReceived = 0;
+  uint64_t lastSnapshotEntries = 0;
   Duration lastSnapshotDuration{};
   // link
   uint64_t framesSent = 0, framesReceived = 0;
@@ -146,7 +147,7 @@ class Session {
   void onAccepted(ConnId id, TimePoint now);       // an inbound connection arrived
   void onData(ConnId id, std::span<const uint8_t> data, TimePoint now);
   void onClosed(ConnId id, std::string_view reason, TimePoint now);
-  void onWritable(TimePoint now);                  // the transport drained some bytes
+  void onWritable(TimePoint now);  // the transport drained some bytes
   void onTick(TimePoint now);
   // When onTick must run next (TimePoint::max() if nothing is scheduled).
   TimePoint nextDeadline() const;

@@ -77,10 +77,13 @@ TEST(StateSyncWiring, PairSyncsOpensTheGateAndReports) {
   ASSERT_TRUE(sb) << err;
   sa->service().setPeer(sb->service().listenAddress());
 
-  ASSERT_TRUE(pump(a, b, [&] { return !va.syncReady.empty() && va.syncReady.back() && !vb.syncReady.empty() &&
-                                      vb.syncReady.back(); }));
+  ASSERT_TRUE(pump(a, b, [&] {
+    return !va.syncReady.empty() && va.syncReady.back() && !vb.syncReady.empty() &&
+           vb.syncReady.back();
+  }));
   EXPECT_EQ(va.syncReady.front(), false) << "the gate starts closed";
-  EXPECT_NE(a.statusJson().find("\"statesync\":{\"enabled\":true,\"state\":\"in_sync\""), std::string::npos)
+  EXPECT_NE(a.statusJson().find("\"statesync\":{\"enabled\":true,\"state\":\"in_sync\""),
+            std::string::npos)
       << a.statusJson();
   EXPECT_NE(b.metricsText().find("halb_statesync_in_sync 1"), std::string::npos);
 
@@ -92,13 +95,15 @@ TEST(StateSyncWiring, PairSyncsOpensTheGateAndReports) {
 
   // lb2 goes away without a goodbye: lb1 hears of it at once (vrrp's fast death hint).
   sb.reset();
-  ASSERT_TRUE(pump(a, b, [&] { return !va.peerLost.empty(); }, 2s));
+  ASSERT_TRUE(pump(
+      a, b, [&] { return !va.peerLost.empty(); }, 2s));
 }
 
 TEST(StateSyncWiring, GateOpensAfterSyncWaitWithoutAPeer) {
   KeyFile key;
   // Port 1 on loopback: nothing listens, every connect is refused.
-  Node a(makeConfig("lb1", key.path(), *SocketAddress::parse("127.0.0.1:1"), 100ms), "test.yaml", "lb1");
+  Node a(makeConfig("lb1", key.path(), *SocketAddress::parse("127.0.0.1:1"), 100ms), "test.yaml",
+         "lb1");
   Vrrp va;
   std::string err;
   auto sa = StateSyncNode::start(a, portsFor(va), err);

@@ -52,24 +52,36 @@ std::string reencodeEntries(const std::vector<Entry>& entries, bool withAge) {
 
 void fuzzDecoder(uint8_t which, std::span<const uint8_t> p) {
   switch (which) {
-    case 0: return roundTrip<Challenge>(p, decodeChallenge);
-    case 1: return roundTrip<Hello>(p, decodeHello);
-    case 2: return roundTrip<HelloReply>(p, decodeHelloReply);
-    case 3: return roundTrip<SnapshotBegin>(p, decodeSnapshotBegin);
+    case 0:
+      return roundTrip<Challenge>(p, decodeChallenge);
+    case 1:
+      return roundTrip<Hello>(p, decodeHello);
+    case 2:
+      return roundTrip<HelloReply>(p, decodeHelloReply);
+    case 3:
+      return roundTrip<SnapshotBegin>(p, decodeSnapshotBegin);
     case 4: {
       auto m = decodeSnapshotChunk(p);
-      if (m) check(decodeSnapshotChunk(bytes(reencodeEntries(m->entries, false)))->entries.size() == m->entries.size());
+      if (m)
+        check(decodeSnapshotChunk(bytes(reencodeEntries(m->entries, false)))->entries.size() ==
+              m->entries.size());
       return;
     }
-    case 5: return roundTrip<SnapshotEnd>(p, decodeSnapshotEnd);
-    case 6: return roundTrip<Resume>(p, decodeResume);
+    case 5:
+      return roundTrip<SnapshotEnd>(p, decodeSnapshotEnd);
+    case 6:
+      return roundTrip<Resume>(p, decodeResume);
     case 7: {
       auto m = decodeUpdates(p);
-      if (m) check(decodeUpdates(bytes(reencodeEntries(m->entries, true)))->entries.size() == m->entries.size());
+      if (m)
+        check(decodeUpdates(bytes(reencodeEntries(m->entries, true)))->entries.size() ==
+              m->entries.size());
       return;
     }
-    case 8: return roundTrip<Ack>(p, decodeAck);
-    case 9: return roundTrip<Heartbeat>(p, decodeHeartbeat);
+    case 8:
+      return roundTrip<Ack>(p, decodeAck);
+    case 9:
+      return roundTrip<Heartbeat>(p, decodeHeartbeat);
     case 10: {
       auto m = decodeTransfer(p);
       if (!m) return;
@@ -84,8 +96,10 @@ void fuzzDecoder(uint8_t which, std::span<const uint8_t> p) {
       check(decodeTransfer(bytes(again))->entries.size() == m->entries.size());
       return;
     }
-    case 11: return roundTrip<TransferAck>(p, decodeTransferAck);
-    case 12: return roundTrip<Close>(p, decodeClose);
+    case 11:
+      return roundTrip<TransferAck>(p, decodeTransferAck);
+    case 12:
+      return roundTrip<Close>(p, decodeClose);
   }
 }
 
@@ -158,7 +172,8 @@ void fuzzSession(std::span<const uint8_t> p, bool authenticated) {
   }
   // Play the initiator: answer the CHALLENGE with a valid HELLO.
   if (t.frames.empty()) return;
-  std::string challenge = t.frames[0].substr(kHeaderSize, t.frames[0].size() - kHeaderSize - kTagSize);
+  std::string challenge =
+      t.frames[0].substr(kHeaderSize, t.frames[0].size() - kHeaderSize - kTagSize);
   Hello h;
   h.nonce.fill(0x5a);
   h.nodeName = "lb1";
@@ -185,9 +200,10 @@ void fuzzSession(std::span<const uint8_t> p, bool authenticated) {
       continue;
     }
     if (!isKnown(type)) continue;
-    std::string frame = sealFrame(1, static_cast<MsgType>(type), counter++,
-                                  std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()),
-                                  keys.initiatorToResponder);
+    std::string frame =
+        sealFrame(1, static_cast<MsgType>(type), counter++,
+                  std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()),
+                  keys.initiatorToResponder);
     s.onData(1, bytes(frame), clock.now());
   }
 }

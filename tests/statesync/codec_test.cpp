@@ -12,7 +12,9 @@ namespace {
 
 using repl::ChangeKind;
 
-std::string hex(std::string_view s) { return toHex(bytes(s)); }
+std::string hex(std::string_view s) {
+  return toHex(bytes(s));
+}
 std::string unhex(std::string_view h) {
   std::string out;
   for (size_t i = 0; i + 1 < h.size(); i += 2) {
@@ -57,9 +59,11 @@ TEST(CodecGolden, FixedMessages) {
       {"ACK", enc(Ack{.seq = 0x0102030405060708}), "0102030405060708"},
       {"HEARTBEAT", enc(Heartbeat{.timeUs = 1, .echoTimeUs = 2, .echoDelayUs = 3, .epoch = 4}),
        "0000000000000001 0000000000000002 00000003 00000004"},
-      {"SNAPSHOT_BEGIN", enc(SnapshotBegin{.snapshotId = 7, .nextSeq = 300, .reason = SnapshotReason::Resync}),
+      {"SNAPSHOT_BEGIN",
+       enc(SnapshotBegin{.snapshotId = 7, .nextSeq = 300, .reason = SnapshotReason::Resync}),
        "00000007 000000000000012c 01"},
-      {"SNAPSHOT_END", enc(SnapshotEnd{.snapshotId = 7, .entries = 2}), "00000007 0000000000000002"},
+      {"SNAPSHOT_END", enc(SnapshotEnd{.snapshotId = 7, .entries = 2}),
+       "00000007 0000000000000002"},
       {"RESUME", enc(Resume{.nextSeq = 17}), "0000000000000011"},
       {"TRANSFER_ACK", enc(TransferAck{.transferId = 5, .applied = 3, .status = 0}),
        "0000000000000005 00000003 00"},
@@ -94,7 +98,11 @@ TEST(CodecGolden, FixedMessages) {
 const char* kStickBody = "0000000000000001 01 6b 0000000000000002 b0ea01 03 ac02";
 
 TEST(CodecGolden, EntryBodies) {
-  repl::StickEntry s{.backendId = 1, .key = "k", .serverId = 2, .ttlLeft = milliseconds(30000), .version = {3, 300}};
+  repl::StickEntry s{.backendId = 1,
+                     .key = "k",
+                     .serverId = 2,
+                     .ttlLeft = milliseconds(30000),
+                     .version = {3, 300}};
   std::string body;
   ASSERT_TRUE(encodeEntryBody(body, ChangeKind::StickUpsert, s, {}));
   EXPECT_EQ(hex(body), strip(kStickBody));
@@ -133,7 +141,8 @@ TEST(CodecGolden, UpdatesBatch) {
   auto w = BatchWriter::updates(payload, 5, 0x0a0b);
   w.addUpdate(ChangeKind::StickUpsert, 1500, unhex(kStickBody));
   w.finish();
-  EXPECT_EQ(hex(payload), strip(std::string("0000000000000005 0000000000000a0b 00000001 01 dc0b ") + kStickBody));
+  EXPECT_EQ(hex(payload),
+            strip(std::string("0000000000000005 0000000000000a0b 00000001 01 dc0b ") + kStickBody));
   auto d = decodeUpdates(bytes(payload));
   ASSERT_TRUE(d) << d.error();
   EXPECT_EQ(d->firstSeq, 5u);
@@ -156,11 +165,14 @@ TEST(CodecGolden, SealedFrame) {
 
 TEST(CodecGolden, KeySchedule) {
   std::string k = "0123456789abcdef";
-  EXPECT_EQ(toHex(challengeKey(bytes(k))), "fb9abd3ddbc4846351efcb771e3048246b7d73d0b01d5b50bf33837dcc6194c8");
+  EXPECT_EQ(toHex(challengeKey(bytes(k))),
+            "fb9abd3ddbc4846351efcb771e3048246b7d73d0b01d5b50bf33837dcc6194c8");
   std::string challenge = enc(Challenge{.versionMin = 1, .versionMax = 1, .nonce = seqNonce(0)});
   SessionKeys sk = deriveSessionKeys(bytes(k), bytes(challenge), seqNonce(0xf0));
-  EXPECT_EQ(toHex(sk.initiatorToResponder), "2dcc349e66c13d8d3c7014b93b5909f80e55b3427e8eb373fc2f09abc7f46267");
-  EXPECT_EQ(toHex(sk.responderToInitiator), "da03367dcf917cb5dcbcd1a40ee1a23364f84d64a31d3af3a7c7b5cf0e90287d");
+  EXPECT_EQ(toHex(sk.initiatorToResponder),
+            "2dcc349e66c13d8d3c7014b93b5909f80e55b3427e8eb373fc2f09abc7f46267");
+  EXPECT_EQ(toHex(sk.responderToInitiator),
+            "da03367dcf917cb5dcbcd1a40ee1a23364f84d64a31d3af3a7c7b5cf0e90287d");
 }
 
 // ------------------------------------------------------------------------------ round trips
@@ -218,7 +230,8 @@ void expectConnEq(const repl::ConnEntry& a, const repl::ConnEntry& b) {
   EXPECT_EQ(a.phase, b.phase);
   EXPECT_EQ(a.clientTcp.has_value(), b.clientTcp.has_value());
   EXPECT_EQ(a.serverTcp.has_value(), b.serverTcp.has_value());
-  for (auto [x, y] : {std::pair{&a.clientTcp, &b.clientTcp}, std::pair{&a.serverTcp, &b.serverTcp}}) {
+  for (auto [x, y] :
+       {std::pair{&a.clientTcp, &b.clientTcp}, std::pair{&a.serverTcp, &b.serverTcp}}) {
     if (!*x || !*y) continue;
     EXPECT_EQ((*x)->sndSeq, (*y)->sndSeq);
     EXPECT_EQ((*x)->rcvSeq, (*y)->rcvSeq);
@@ -240,7 +253,11 @@ void expectConnEq(const repl::ConnEntry& a, const repl::ConnEntry& b) {
 }
 
 TEST(CodecRoundTrip, HandshakeAndControlMessages) {
-  Hello h{.nonce = seqNonce(9), .version = 1, .nodeName = "node-a.example", .incarnation = 77, .epoch = 3,
+  Hello h{.nonce = seqNonce(9),
+          .version = 1,
+          .nodeName = "node-a.example",
+          .incarnation = 77,
+          .epoch = 3,
           .resume = {.incarnation = 5, .seq = 6}};
   h.fingerprint = sha256(std::string_view("x"));
   auto hd = decodeHello(bytes(enc(h)));
@@ -255,17 +272,21 @@ TEST(CodecRoundTrip, HandshakeAndControlMessages) {
   ASSERT_TRUE(cd) << cd.error();
   EXPECT_EQ(*cd, c);
   EXPECT_EQ(*decodeTransferAck(bytes(enc(TransferAck{1, 2, 0}))), (TransferAck{1, 2, 0}));
-  EXPECT_EQ(*decodeChallenge(bytes(enc(Challenge{.nonce = seqNonce(3)}))), (Challenge{.nonce = seqNonce(3)}));
+  EXPECT_EQ(*decodeChallenge(bytes(enc(Challenge{.nonce = seqNonce(3)}))),
+            (Challenge{.nonce = seqNonce(3)}));
 }
 
 TEST(CodecRoundTrip, EveryEntryKindInUpdates) {
-  repl::StickEntry s{.backendId = 9, .key = std::string("\x0a\x00\x00\x01", 4), .serverId = 3,
-                     .ttlLeft = milliseconds(1800000), .version = {2, 1}};
+  repl::StickEntry s{.backendId = 9,
+                     .key = std::string("\x0a\x00\x00\x01", 4),
+                     .serverId = 3,
+                     .ttlLeft = milliseconds(1800000),
+                     .version = {2, 1}};
   repl::ConnEntry c = fullConn();
   std::string payload;
   auto w = BatchWriter::updates(payload, 1000, 77);
-  for (ChangeKind k : {ChangeKind::StickUpsert, ChangeKind::StickTouch, ChangeKind::StickDelete, ChangeKind::ConnOpen,
-                       ChangeKind::ConnUpdate, ChangeKind::ConnClose}) {
+  for (ChangeKind k : {ChangeKind::StickUpsert, ChangeKind::StickTouch, ChangeKind::StickDelete,
+                       ChangeKind::ConnOpen, ChangeKind::ConnUpdate, ChangeKind::ConnClose}) {
     std::string body;
     ASSERT_TRUE(encodeEntryBody(body, k, s, c)) << toString(k);
     w.addUpdate(k, static_cast<uint64_t>(k) * 1000, body);
@@ -348,7 +369,8 @@ template <class Decode>
 void expectStrict(const std::string& valid, Decode decode, const char* what) {
   ASSERT_TRUE(decode(bytes(valid))) << what;
   for (size_t n = 0; n < valid.size(); ++n)
-    EXPECT_FALSE(decode(bytes(std::string_view(valid).substr(0, n)))) << what << " truncated to " << n;
+    EXPECT_FALSE(decode(bytes(std::string_view(valid).substr(0, n))))
+        << what << " truncated to " << n;
   EXPECT_FALSE(decode(bytes(valid + '\0'))) << what << " with a trailing byte";
 }
 
@@ -401,71 +423,98 @@ TEST(CodecReject, OutOfRangeFields) {
   Case cases[] = {
       {"unknown kind 0", [&] { return decodeUpdates(bytes(updatesWith(0, stick))).ok(); }},
       {"unknown kind 7", [&] { return decodeUpdates(bytes(updatesWith(7, stick))).ok(); }},
-      {"count 0", [&] { return decodeUpdates(bytes(updatesWith(1, "", 1, 0).substr(0, 20))).ok(); }},
-      {"count above limit", [&] { return decodeUpdates(bytes(updatesWith(1, stick, 1, kMaxBatch + 1))).ok(); }},
+      {"count 0",
+       [&] { return decodeUpdates(bytes(updatesWith(1, "", 1, 0).substr(0, 20))).ok(); }},
+      {"count above limit",
+       [&] { return decodeUpdates(bytes(updatesWith(1, stick, 1, kMaxBatch + 1))).ok(); }},
       {"first_seq 0", [&] { return decodeUpdates(bytes(updatesWith(1, stick, 0))).ok(); }},
-      {"first_seq wraps", [&] { return decodeUpdates(bytes(updatesWith(1, stick, UINT64_MAX))).ok(); }},
-      {"non-canonical varint", [&] {
+      {"first_seq wraps",
+       [&] { return decodeUpdates(bytes(updatesWith(1, stick, UINT64_MAX))).ok(); }},
+      {"non-canonical varint",
+       [&] {
          std::string b = unhex("0000000000000001 01 6b 0000000000000002 b0ea8100 03 ac02");
          return decodeUpdates(bytes(updatesWith(1, b))).ok();
        }},
-      {"varint over 64 bits", [&] {
-         std::string b = unhex("0000000000000001 01 6b 0000000000000002 ffffffffffffffffff7f 03 ac02");
+      {"varint over 64 bits",
+       [&] {
+         std::string b =
+             unhex("0000000000000001 01 6b 0000000000000002 ffffffffffffffffff7f 03 ac02");
          return decodeUpdates(bytes(updatesWith(1, b))).ok();
        }},
-      {"ttl above 100 days", [&] {
+      {"ttl above 100 days",
+       [&] {
          std::string b = unhex("0000000000000001 01 6b 0000000000000002 80a0e5e420 03 ac02");
          return decodeUpdates(bytes(updatesWith(1, b))).ok();
        }},
-      {"epoch above 32 bits", [&] {
+      {"epoch above 32 bits",
+       [&] {
          std::string b = unhex("0000000000000001 01 6b 0000000000000002 01 8080808010 01");
          return decodeUpdates(bytes(updatesWith(1, b))).ok();
        }},
-      {"key longer than 1024", [&] {
-         std::string b = unhex("0000000000000001 8108") + std::string(1025, 'k') + unhex("0000000000000002 01 01 01");
+      {"key longer than 1024",
+       [&] {
+         std::string b = unhex("0000000000000001 8108") + std::string(1025, 'k') +
+                         unhex("0000000000000002 01 01 01");
          return decodeUpdates(bytes(updatesWith(1, b))).ok();
        }},
-      {"address family 5", [&] {
+      {"address family 5",
+       [&] {
          std::string b = conn;
          b[clientFamily] = 5;
          return decodeUpdates(bytes(updatesWith(4, b))).ok();
        }},
-      {"phase 4", [&] {
+      {"phase 4",
+       [&] {
          std::string b = conn;
          b[phaseOffset] = 4;
          return decodeUpdates(bytes(updatesWith(4, b))).ok();
        }},
-      {"unknown flag bits", [&] {
+      {"unknown flag bits",
+       [&] {
          std::string b = conn;
          b[phaseOffset + 1] |= 4;
          return decodeUpdates(bytes(updatesWith(4, b))).ok();
        }},
-      {"window scale 15", [&] {
+      {"window scale 15",
+       [&] {
          std::string b = conn;
          b[phaseOffset + 2 + 12 + 1] = 15;  // client tcp: snd_wscale
          return decodeUpdates(bytes(updatesWith(4, b))).ok();
        }},
-      {"snapshot chunk with a delete", [&] {
+      {"snapshot chunk with a delete",
+       [&] {
          std::string p = unhex("00000001 00000001 03 0000000000000001 01 6b 03 ac02");
          return decodeSnapshotChunk(bytes(p)).ok();
        }},
-      {"empty node name", [&] { return decodeHello(bytes(enc(Hello{.nodeName = "", .incarnation = 1}))).ok(); }},
-      {"node name with a space", [&] { return decodeHello(bytes(enc(Hello{.nodeName = "a b", .incarnation = 1}))).ok(); }},
-      {"node name with a control byte", [&] {
-         return decodeHello(bytes(enc(Hello{.nodeName = "a\x01", .incarnation = 1}))).ok();
-       }},
-      {"incarnation 0", [&] { return decodeHello(bytes(enc(Hello{.nodeName = "a", .incarnation = 0}))).ok(); }},
-      {"hello_reply status 9", [&] {
+      {"empty node name",
+       [&] { return decodeHello(bytes(enc(Hello{.nodeName = "", .incarnation = 1}))).ok(); }},
+      {"node name with a space",
+       [&] { return decodeHello(bytes(enc(Hello{.nodeName = "a b", .incarnation = 1}))).ok(); }},
+      {"node name with a control byte",
+       [&] { return decodeHello(bytes(enc(Hello{.nodeName = "a\x01", .incarnation = 1}))).ok(); }},
+      {"incarnation 0",
+       [&] { return decodeHello(bytes(enc(Hello{.nodeName = "a", .incarnation = 0}))).ok(); }},
+      {"hello_reply status 9",
+       [&] {
          std::string p = enc(HelloReply{.nodeName = "a", .incarnation = 1});
          p[0] = 9;
          return decodeHelloReply(bytes(p)).ok();
        }},
-      {"challenge version range 2..1", [&] { return decodeChallenge(bytes(enc(Challenge{.versionMin = 2, .versionMax = 1}))).ok(); }},
-      {"challenge version 0", [&] { return decodeChallenge(bytes(enc(Challenge{.versionMin = 0, .versionMax = 1}))).ok(); }},
-      {"snapshot reason 2", [&] { return decodeSnapshotBegin(bytes(unhex("00000001 0000000000000001 02"))).ok(); }},
-      {"snapshot next_seq 0", [&] { return decodeSnapshotBegin(bytes(unhex("00000001 0000000000000000 00"))).ok(); }},
+      {"challenge version range 2..1",
+       [&] {
+         return decodeChallenge(bytes(enc(Challenge{.versionMin = 2, .versionMax = 1}))).ok();
+       }},
+      {"challenge version 0",
+       [&] {
+         return decodeChallenge(bytes(enc(Challenge{.versionMin = 0, .versionMax = 1}))).ok();
+       }},
+      {"snapshot reason 2",
+       [&] { return decodeSnapshotBegin(bytes(unhex("00000001 0000000000000001 02"))).ok(); }},
+      {"snapshot next_seq 0",
+       [&] { return decodeSnapshotBegin(bytes(unhex("00000001 0000000000000000 00"))).ok(); }},
       {"close code 4", [&] { return decodeClose(bytes(unhex("04 00"))).ok(); }},
-      {"close reason over 256", [&] { return decodeClose(bytes(unhex("00 8102") + std::string(257, 'r'))).ok(); }},
+      {"close reason over 256",
+       [&] { return decodeClose(bytes(unhex("00 8102") + std::string(257, 'r'))).ok(); }},
       {"resume 0", [&] { return decodeResume(bytes(unhex("0000000000000000"))).ok(); }},
   };
   for (auto& c : cases) EXPECT_FALSE(c.accepted()) << c.name;
@@ -480,11 +529,11 @@ TEST(CodecReject, Headers) {
     f[i] = v;
     return decodeHeader(bytes(f), kMaxPayload).ok();
   };
-  EXPECT_FALSE(with(0, 'G'));        // "GET ..." is not a peer
-  EXPECT_FALSE(with(2, 2));          // frame version 2
+  EXPECT_FALSE(with(0, 'G'));  // "GET ..." is not a peer
+  EXPECT_FALSE(with(2, 2));    // frame version 2
   EXPECT_FALSE(with(2, 0));
-  EXPECT_FALSE(with(3, 0x55));       // unknown type
-  EXPECT_FALSE(with(4, 1));          // length 16 MiB + 8
+  EXPECT_FALSE(with(3, 0x55));                      // unknown type
+  EXPECT_FALSE(with(4, 1));                         // length 16 MiB + 8
   EXPECT_FALSE(decodeHeader(bytes(good), 4).ok());  // over the caller's limit
 }
 
@@ -519,7 +568,8 @@ TEST(FrameReader, RefusesGarbageAndOversizeBeforeBuffering) {
   EXPECT_FALSE(r.next().ok());
 
   FrameReader small(kMaxHandshakePayload);
-  std::string big = sealFrame(1, MsgType::Hello, 0, std::string(kMaxHandshakePayload + 1, 'x'), Key{});
+  std::string big =
+      sealFrame(1, MsgType::Hello, 0, std::string(kMaxHandshakePayload + 1, 'x'), Key{});
   small.feed(bytes(big.substr(0, kHeaderSize)));  // the header alone condemns it
   auto f = small.next();
   EXPECT_FALSE(f.ok());

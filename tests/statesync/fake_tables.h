@@ -27,7 +27,8 @@ class FakeTables : public repl::TableSource, public repl::TableSink {
   repl::Version nextVersion() { return {epoch, ++seq}; }
 
   // ---- local writes (as the data plane makes them)
-  repl::Change upsert(uint64_t backend, const std::string& key, uint64_t server, Duration ttl, TimePoint now) {
+  repl::Change upsert(uint64_t backend, const std::string& key, uint64_t server, Duration ttl,
+                      TimePoint now) {
     repl::Change c;
     c.kind = repl::ChangeKind::StickUpsert;
     c.at = now;
@@ -57,7 +58,8 @@ class FakeTables : public repl::TableSource, public repl::TableSink {
     sticks.erase({backend, key});
     return c;
   }
-  repl::Change openConn(uint64_t id, TimePoint now, repl::ChangeKind kind = repl::ChangeKind::ConnOpen) {
+  repl::Change openConn(uint64_t id, TimePoint now,
+                        repl::ChangeKind kind = repl::ChangeKind::ConnOpen) {
     repl::Change c;
     c.kind = kind;
     c.at = now;
@@ -95,7 +97,8 @@ class FakeTables : public repl::TableSource, public repl::TableSink {
     for (const auto& [id, e] : conns) fn(e);
   }
   size_t stickShards() const override { return shards_; }
-  void forEachStickInShard(size_t shard, const std::function<void(const repl::StickEntry&)>& fn) const override {
+  void forEachStickInShard(size_t shard,
+                           const std::function<void(const repl::StickEntry&)>& fn) const override {
     ++const_cast<FakeTables*>(this)->forEachCalls;
     for (const auto& [k, s] : sticks) {
       if (std::hash<std::string>{}(k.second) % shards_ != shard) continue;

@@ -41,10 +41,12 @@ TEST(ConfigFingerprint, CoversWhatGivesEntriesTheirMeaning) {
   EXPECT_TRUE(changed([](auto& c) { c.frontends[0].continuity = true; }));
   // Not replicated, so not compared: a weight change or a new timeout must not stop sync.
   EXPECT_FALSE(changed([](auto& c) { c.backends[0].servers[0].weight = 7; }));
-  EXPECT_FALSE(changed([](auto& c) { c.backends[0].servers[0].address = *SocketAddress::parse("10.9.9.9:81"); }));
+  EXPECT_FALSE(changed(
+      [](auto& c) { c.backends[0].servers[0].address = *SocketAddress::parse("10.9.9.9:81"); }));
   EXPECT_FALSE(changed([](auto& c) { c.timeouts.connect = std::chrono::seconds(9); }));
   EXPECT_FALSE(changed([](auto& c) { c.frontends[0].bind[0].port = 8080; }));  // continuity off
-  EXPECT_FALSE(changed([](auto& c) { std::swap(c.backends[0].servers[0], c.backends[0].servers[1]); }));
+  EXPECT_FALSE(
+      changed([](auto& c) { std::swap(c.backends[0].servers[0], c.backends[0].servers[1]); }));
 }
 
 }  // namespace

@@ -136,7 +136,7 @@ TEST(OutboundLog, ResumeOnlyWhenEverythingAfterThePointIsHeld) {
   log.breakStream();
   EXPECT_FALSE(log.canResumeFrom(10));  // what was lost in the break is nowhere
   EXPECT_EQ(log.nextSeq(), 12u);
-  EXPECT_TRUE(log.canResumeFrom(11));   // a peer that got the post-break snapshot
+  EXPECT_TRUE(log.canResumeFrom(11));  // a peer that got the post-break snapshot
 }
 
 }  // namespace

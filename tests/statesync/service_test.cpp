@@ -18,7 +18,8 @@ using test::FakeTables;
 const std::string kKey = "service-test-shared-key-0123456789";
 
 struct Node {
-  Node(uv::Loop& loop, const std::string& name, std::optional<SocketAddress> peer, const std::string& key = kKey)
+  Node(uv::Loop& loop, const std::string& name, std::optional<SocketAddress> peer,
+       const std::string& key = kKey)
       : queue(4096) {
     cfg.self.name = name;
     cfg.statesync.enabled = true;
@@ -38,7 +39,8 @@ struct Node {
     hooks.onSyncComplete = [this] { ++syncComplete; };
     ServiceOptions opt;
     opt.key = std::vector<uint8_t>(key.begin(), key.end());
-    service = std::make_unique<Service>(loop, cfg, tables, tables, std::vector<repl::ChangeQueue*>{&queue}, hooks, opt);
+    service = std::make_unique<Service>(loop, cfg, tables, tables,
+                                        std::vector<repl::ChangeQueue*>{&queue}, hooks, opt);
   }
   void start() {
     std::string err;
@@ -66,7 +68,9 @@ class ServiceTest : public ::testing::Test {
     b->start();
     a->service->setPeer(b->service->listenAddress());
   }
-  bool until(const std::function<bool()>& done, Duration limit = 5s) { return loop.runUntil(done, limit); }
+  bool until(const std::function<bool()>& done, Duration limit = 5s) {
+    return loop.runUntil(done, limit);
+  }
   TimePoint now() const { return SteadyClock::now(); }
 
   uv::Loop loop;
@@ -75,7 +79,8 @@ class ServiceTest : public ::testing::Test {
 
 TEST_F(ServiceTest, FullTablesReplicateBothWaysOverLoopback) {
   a = std::make_unique<Node>(loop, "lb1", std::nullopt);
-  for (int i = 0; i < 20000; ++i) a->tables.upsert(1, "user" + std::to_string(i), 100 + i % 3, 600s, now());
+  for (int i = 0; i < 20000; ++i)
+    a->tables.upsert(1, "user" + std::to_string(i), 100 + i % 3, 600s, now());
   for (uint64_t id = 1; id <= 50; ++id) a->tables.openConn(id, now());
   a->start();
   b = std::make_unique<Node>(loop, "lb2", a->service->listenAddress());
@@ -100,9 +105,11 @@ TEST_F(ServiceTest, FullTablesReplicateBothWaysOverLoopback) {
 TEST_F(ServiceTest, ChangesFlowFromTheWorkerQueueToThePeer) {
   startPair();
   ASSERT_TRUE(until([&] { return a->service->inSync() && b->service->inSync(); }));
-  for (int i = 0; i < 1000; ++i) a->write(a->tables.upsert(1, "k" + std::to_string(i), 5, 60s, now()));
+  for (int i = 0; i < 1000; ++i)
+    a->write(a->tables.upsert(1, "k" + std::to_string(i), 5, 60s, now()));
   a->write(a->tables.openConn(9, now()));
-  ASSERT_TRUE(until([&] { return b->tables.sticks.size() == 1000 && b->service->replicaSize() == 1; }));
+  ASSERT_TRUE(
+      until([&] { return b->tables.sticks.size() == 1000 && b->service->replicaSize() == 1; }));
   // Bidirectional: lb2, master of a later epoch, overrides lb1's entry...
   b->tables.epoch = 2;
   b->write(b->tables.upsert(1, "k7", 6, 60s, now()));
@@ -125,7 +132,8 @@ TEST_F(ServiceTest, BackupStartedLaterReceivesTheFullTable) {
   a->start();
   // lb1 serves alone for a while: users arrive, some leave.
   for (int round = 0; round < 20; ++round) {
-    for (int i = 0; i < 100; ++i) a->write(a->tables.upsert(1, std::to_string(round * 100 + i), 3, 600s, now()));
+    for (int i = 0; i < 100; ++i)
+      a->write(a->tables.upsert(1, std::to_string(round * 100 + i), 3, 600s, now()));
     a->write(a->tables.erase(1, std::to_string(round * 100), now()));
     loop.runUntil([] { return false; }, 2ms);
   }
@@ -146,13 +154,15 @@ TEST_F(ServiceTest, WrongKeyPeerIsRefusedAndNothingItSendsIsApplied) {
   });
   a = std::make_unique<Node>(loop, "lb1", std::nullopt);
   a->start();
-  b = std::make_unique<Node>(loop, "lb2", a->service->listenAddress(), "an-impostor-with-the-wrong-key");
+  b = std::make_unique<Node>(loop, "lb2", a->service->listenAddress(),
+                             "an-impostor-with-the-wrong-key");
   for (int i = 0; i < 100; ++i) b->tables.upsert(1, "evil" + std::to_string(i), 666, 600s, now());
   b->start();
   a->service->setPeer(b->service->listenAddress());
   b->write(b->tables.upsert(1, "evil-live", 666, 600s, now()));
   ASSERT_TRUE(until([&] {
-    return a->service->session().metrics().authFailures >= 2 && b->service->session().metrics().authFailures >= 2;
+    return a->service->session().metrics().authFailures >= 2 &&
+           b->service->session().metrics().authFailures >= 2;
   }));
   loop.runUntil([] { return false; }, 200ms);
   log::setSink(nullptr);
@@ -175,7 +185,9 @@ TEST_F(ServiceTest, PeerProcessDeathIsReportedAtOnce) {
   TimePoint died = now();
   b.reset();
   ASSERT_TRUE(until([&] { return a->peerLost > 0; }, 2s));
-  EXPECT_LT(a->lostAt - died, 50ms) << "not a timeout: the kernel closed the connection";
+  // Far below peer_timeout (2 s here): the kernel closed the connection, no timeout ran.
+  // (Typically under a millisecond; the bound leaves room for a loaded machine.)
+  EXPECT_LT(a->lostAt - died, 500ms);
   EXPECT_NE(a->lossReason.find("closed"), std::string::npos) << a->lossReason;
 }
 
@@ -222,8 +234,8 @@ TEST_F(ServiceTest, MetricsAndStatus) {
         "halb_statesync_snapshot_duration_seconds_count 1", "halb_statesync_auth_failures_total 0"})
     EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
   std::string status = b->service->statusJson();
-  for (const char* field : {"\"state\":\"in_sync\"", "\"peer_name\":\"lb1\"", "\"in_sync\":true", "\"lag_p99_ms\":",
-                            "\"rtt_ms\":"})
+  for (const char* field : {"\"state\":\"in_sync\"", "\"peer_name\":\"lb1\"", "\"in_sync\":true",
+                            "\"lag_p99_ms\":", "\"rtt_ms\":"})
     EXPECT_NE(status.find(field), std::string::npos) << field << "\n" << status;
   EXPECT_EQ(status.find("\"rtt_ms\":null"), std::string::npos) << status;
 }

@@ -26,7 +26,8 @@ Settings settingsFor(const std::string& name, const std::string& key = kKey, int
   s.key.assign(key.begin(), key.end());
   s.seed = 42 + std::hash<std::string>{}(name) % 1000 + static_cast<uint64_t>(generation) * 7919;
   // Deterministic nonces and incarnations: a counter, distinct per node and process start.
-  auto counter = std::make_shared<uint64_t>(std::hash<std::string>{}(name) + static_cast<uint64_t>(generation) * 1000003);
+  auto counter = std::make_shared<uint64_t>(std::hash<std::string>{}(name) +
+                                            static_cast<uint64_t>(generation) * 1000003);
   s.random = [counter](std::span<uint8_t> out) {
     for (auto& b : out) b = static_cast<uint8_t>((*counter)++ * 131 + 7);
   };
@@ -36,7 +37,8 @@ Settings settingsFor(const std::string& name, const std::string& key = kKey, int
 struct Node {
   Node(SimNet& net, const std::string& name, Settings s) : ep(net.endpoint(name)) {
     tables.clock = &net.clock;
-    session = std::make_unique<Session>(std::move(s), ep, tables, tables, replica, events, net.clock.now());
+    session = std::make_unique<Session>(std::move(s), ep, tables, tables, replica, events,
+                                        net.clock.now());
     ep.session = session.get();
   }
   // Restart: a new process with empty tables and a new incarnation.
@@ -47,7 +49,8 @@ struct Node {
     tables.clock = &net.clock;
     replica.clear();
     events = RecordingEvents();
-    session = std::make_unique<Session>(std::move(s), ep, tables, tables, replica, events, net.clock.now());
+    session = std::make_unique<Session>(std::move(s), ep, tables, tables, replica, events,
+                                        net.clock.now());
     ep.session = session.get();
   }
   SimNet::Endpoint& ep;
@@ -148,7 +151,8 @@ TEST_F(SessionTest, WrongKeyPeerGetsNothingAndNothingItSendsIsApplied) {
   EXPECT_EQ(b->tables.applied, 0u);
   // lb1 sent nothing but CHALLENGEs (as responder) to the impostor: it refused lb2's CHALLENGE
   // before saying HELLO, and lb2's HELLOs failed lb1's check.
-  for (const auto& f : a->ep.sentFrames) EXPECT_EQ(f[3], static_cast<char>(wire::MsgType::Challenge));
+  for (const auto& f : a->ep.sentFrames)
+    EXPECT_EQ(f[3], static_cast<char>(wire::MsgType::Challenge));
 }
 
 // ------------------------------------------------------------------------------ replay
@@ -196,7 +200,8 @@ TEST_F(SessionTest, ReplayedFrameInsideASessionIsRejectedByTheCounter) {
   a->session->offer(a->tables.upsert(1, "x", 11, 60s, now()), now());
   net.run(10ms);
   EXPECT_EQ(b->events.protocolErrors, 1);
-  EXPECT_NE(b->events.lastProtocolError.find("counter"), std::string::npos) << b->events.lastProtocolError;
+  EXPECT_NE(b->events.lastProtocolError.find("counter"), std::string::npos)
+      << b->events.lastProtocolError;
   // The link recovers by itself and the entry arrives exactly once.
   ASSERT_TRUE(net.runUntil([&] { return bothInSync(); }, 3s));
   ASSERT_NE(b->tables.stick(1, "x"), nullptr);
@@ -250,7 +255,8 @@ TEST_F(SessionTest, LagIsMeasuredEndToEndEvenWithSkewedClocks) {
   ASSERT_TRUE(net.runUntil([&] { return bothInSync(); }, 1s));
   net.run(500ms);  // heartbeats make round trips
   ASSERT_TRUE(b->session->clockOffset().has_value());
-  EXPECT_NEAR(std::chrono::duration<double>(*b->session->clockOffset()).count(), -20 * 3600.0, 1e-3);
+  EXPECT_NEAR(std::chrono::duration<double>(*b->session->clockOffset()).count(), -20 * 3600.0,
+              1e-3);
   EXPECT_NEAR(std::chrono::duration<double>(*b->session->rtt()).count(), 0.006, 1e-3);
   // A change that waited 2 ms in its worker's queue (so the 1 ms batch window, which counts
   // from the change, is already over), then 3 ms on the wire: 5 ms from change to applied.
@@ -283,12 +289,13 @@ TEST_F(SessionTest, PeerCopyExpiresWhenOursDoesDespiteQueueingDelay) {
 
 TEST_F(SessionTest, SnapshotWhileUpdatesKeepFlowing) {
   Settings sa = settingsFor("lb1");
-  sa.frameBytes = 2048;         // many small chunks
+  sa.frameBytes = 2048;          // many small chunks
   sa.highWatermark = 16 * 1024;  // and not all queued at once
   pair(sa, settingsFor("lb2"));
   a->tables = FakeTables(16);
   a->tables.clock = &net.clock;
-  for (int i = 0; i < 20000; ++i) a->tables.upsert(1, "k" + std::to_string(i), 10 + i % 3, 600s, now());
+  for (int i = 0; i < 20000; ++i)
+    a->tables.upsert(1, "k" + std::to_string(i), 10 + i % 3, 600s, now());
   a->ep.bytesPerMs = 100 * 1024;  // ~0.6 MB of snapshot takes several ms
   // Keep writing while the snapshot streams: new keys and changes to keys already sent.
   int written = 0;
@@ -335,10 +342,12 @@ TEST_F(SessionTest, SlowPeerOverflowDropsAndResyncsInsteadOfBlocking) {
   EXPECT_LE(a->session->outboundQueued(), 200u + sa.batchEntries);
   // The link recovers: a fresh snapshot brings lb2 to lb1's table.
   a->ep.bytesPerMs = 0;
-  ASSERT_TRUE(net.runUntil([&] { return b->tables.sticks.size() == a->tables.sticks.size() && b->session->inSync(); },
-                           5s));
+  ASSERT_TRUE(net.runUntil(
+      [&] { return b->tables.sticks.size() == a->tables.sticks.size() && b->session->inSync(); },
+      5s));
   EXPECT_GE(a->session->metrics().snapshotsSent, 2u);
-  EXPECT_EQ(a->events.peerLost, 0) << a->events.lastLoss << " / " << b->events.lastLoss;  // dropping is not disconnecting
+  EXPECT_EQ(a->events.peerLost, 0)
+      << a->events.lastLoss << " / " << b->events.lastLoss;  // dropping is not disconnecting
 }
 
 TEST_F(SessionTest, ChangeQueueOverflowTriggersAResync) {
@@ -379,7 +388,8 @@ TEST_F(SessionTest, ChangesToOneKeyInsideABatchWindowAreSentOnce) {
   pair();
   ASSERT_TRUE(net.runUntil([&] { return bothInSync(); }, 1s));
   uint64_t before = a->session->metrics().entriesSent;
-  for (int i = 0; i < 100; ++i) a->session->offer(a->tables.upsert(1, "k", 10 + i % 5, 60s, now()), now());
+  for (int i = 0; i < 100; ++i)
+    a->session->offer(a->tables.upsert(1, "k", 10 + i % 5, 60s, now()), now());
   // A connection opened and closed inside the window is never sent at all.
   a->session->offer(a->tables.openConn(9, now()), now());
   a->session->offer(a->tables.closeConn(9, now()), now());
@@ -393,8 +403,8 @@ TEST_F(SessionTest, ChangesToOneKeyInsideABatchWindowAreSentOnce) {
 
 TEST_F(SessionTest, LastWriterWinsByEpochThenSequence) {
   pair();
-  a->tables.epoch = 5;  // lb1 was master in epoch 5
-  b->tables.epoch = 6;  // lb2 took over later
+  a->tables.epoch = 5;   // lb1 was master in epoch 5
+  b->tables.epoch = 6;   // lb2 took over later
   a->tables.seq = 1000;  // a higher sequence number must not beat a higher epoch
   ASSERT_TRUE(net.runUntil([&] { return bothInSync(); }, 1s));
   b->session->offer(b->tables.upsert(1, "user", 22, 60s, now()), now());

@@ -35,9 +35,9 @@ class SimNet {
     Session* session = nullptr;
     Duration skew{};  // this node's monotonic clock runs this far ahead of the network's
     TimePoint now() const { return net_.clock.now() + skew; }
-    Endpoint* peer = nullptr;      // whom connect() reaches
+    Endpoint* peer = nullptr;  // whom connect() reaches
     bool accepting = true;
-    size_t bytesPerMs = 0;         // 0 = unlimited
+    size_t bytesPerMs = 0;  // 0 = unlimited
     // Raw endpoints (no session) keep what they receive here, per connection.
     std::map<ConnId, std::string> received;
     std::vector<std::string> sentFrames;  // every frame this endpoint sent, in order
@@ -81,7 +81,9 @@ class SimNet {
       size_t n = frame.size();
       pipe->inflight[side] += n;
       TimePoint start = std::max(net_.clock.now(), pipe->linkFree[side]);
-      TimePoint done = start + (bytesPerMs ? Duration(std::chrono::microseconds(n * 1000 / bytesPerMs)) : Duration{});
+      TimePoint done =
+          start +
+          (bytesPerMs ? Duration(std::chrono::microseconds(n * 1000 / bytesPerMs)) : Duration{});
       pipe->linkFree[side] = done;
       net_.at(done + net_.latency, [this, pipe, side, n, frame = std::move(frame)] {
         pipe->inflight[side] -= n;
@@ -159,7 +161,9 @@ class SimNet {
     return *endpoints_.back();
   }
 
-  void at(TimePoint t, std::function<void()> fn) { events_.emplace(std::make_pair(t, seq_++), std::move(fn)); }
+  void at(TimePoint t, std::function<void()> fn) {
+    events_.emplace(std::make_pair(t, seq_++), std::move(fn));
+  }
 
   // Advances time by `d`, delivering events and ticking sessions at their deadlines.
   void run(Duration d) {
@@ -194,7 +198,8 @@ class SimNet {
   }
 
   // Runs until `done` or `limit` passes; true if done.
-  bool runUntil(const std::function<bool()>& done, Duration limit, Duration step = std::chrono::milliseconds(1)) {
+  bool runUntil(const std::function<bool()>& done, Duration limit,
+                Duration step = std::chrono::milliseconds(1)) {
     TimePoint end = clock.now() + limit;
     while (!done()) {
       if (clock.now() >= end) return false;
@@ -214,7 +219,8 @@ class SimNet {
 // Records what a session reports.
 struct RecordingEvents : Events {
   std::vector<std::string> log;
-  int peerUp = 0, peerLost = 0, syncComplete = 0, authFailures = 0, refused = 0, protocolErrors = 0, resyncs = 0;
+  int peerUp = 0, peerLost = 0, syncComplete = 0, authFailures = 0, refused = 0, protocolErrors = 0,
+      resyncs = 0;
   std::string lastLoss, lastRefusal, lastAuthFailure, lastProtocolError;
   std::map<uint64_t, bool> transfers;
   std::vector<uint64_t> transfersReceived;
