@@ -1,5 +1,6 @@
 #include "app/statesync_wiring.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "app/node.h"
@@ -29,14 +30,6 @@ std::unique_ptr<StateSyncNode> StateSyncNode::start(Node& node, StateSyncPorts p
     if (!s->ports_.sink) s->ports_.sink = s->empty_.get();
   }
   StateSyncNode* self = s.get();
-  auto gateOpen = [self](const char* why) {
-    if (self->syncReady_) return;
-    self->syncReady_ = true;
-    if (self->syncWait_) self->syncWait_->stop();
-    HALB_LOG(Info, "statesync") << "preemption gate open: " << why;
-    if (self->ports_.setSyncReady) self->ports_.setSyncReady(true);
-  };
-
   statesync::Hooks hooks;
   hooks.onPeerUp = [self] {
     if (self->ports_.onPeerUp) self->ports_.onPeerUp();
@@ -44,23 +37,14 @@ std::unique_ptr<StateSyncNode> StateSyncNode::start(Node& node, StateSyncPorts p
   hooks.onPeerLost = [self](std::string_view why) {
     if (self->ports_.onPeerLost) self->ports_.onPeerLost(why);
   };
-  hooks.onSyncComplete = [gateOpen] { gateOpen("the peer's tables are applied"); };
+  // The preemption gate. Its bound (sync_wait, counted from when VRRP first wants to preempt)
+  // belongs to vrrp::Machine; this only says when the tables are complete.
+  hooks.onSyncComplete = [self] {
+    if (self->ports_.setSyncReady) self->ports_.setSyncReady(true);
+  };
   s->service_ = std::make_unique<statesync::Service>(
       node.loop(), cfg, *s->ports_.source, *s->ports_.sink, s->ports_.queues, std::move(hooks));
   if (!s->service_->start(error)) return nullptr;
-
-  // A returning node may preempt only with the peer's tables, or once sync_wait has passed
-  // without them (the peer may be gone for good).
-  if (s->ports_.setSyncReady) s->ports_.setSyncReady(false);
-  s->syncWait_ = std::make_unique<uv::Timer>(node.loop());
-  s->syncWait_->start(
-      cfg.statesync.syncWait, [self, gateOpen] {
-        if (!self->syncReady_) {
-          HALB_LOG(Warn, "statesync")
-              << "no full snapshot from the peer within sync_wait; may preempt without it";
-        }
-        gateOpen("sync_wait elapsed");
-      });
 
   node.addMetrics([self](PromWriter& w) { self->service_->writeMetrics(w); });
   node.addStatus("statesync", [self](JsonWriter& j) { self->service_->writeStatus(j); });
@@ -81,7 +65,9 @@ StateSyncNode::Takeover StateSyncNode::becameMaster() {
   auto unixNow = std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
-  epoch_ = statesync::nextEpoch(epoch_, service_->highestEpochSeen(), unixNow);
+  uint32_t seen = service_->highestEpochSeen();
+  if (ports_.maxEpochSeen) seen = std::max(seen, ports_.maxEpochSeen());
+  epoch_ = statesync::nextEpoch(std::max(epoch_, service_->session().epoch()), seen, unixNow);
   service_->setEpoch(epoch_);
   Takeover t;
   t.epoch = epoch_;

@@ -4,10 +4,11 @@
 // connects it to the balancer's tables and to VRRP:
 //
 //   statesync onPeerLost      -> vrrp::Instance::onPeerLost (fast death hint, confirmed by adverts)
-//   statesync onSyncComplete  -> vrrp::Instance::setSyncReady(true) (preemption gate), or
-//                                sync_wait after start without a full snapshot (bounded wait)
-//   vrrp became master        -> becameMaster(): a new epoch for the stick tables, and the
-//                                peer's connections to re-create (issue 9)
+//   statesync onSyncComplete  -> vrrp::Instance::setSyncReady(true) (preemption gate; vrrp
+//                                bounds the wait by statesync.sync_wait itself)
+//   vrrp became master        -> becameMaster(): a new epoch for the stick tables
+//                                (StickTables::setEpoch), and the peer's connections to
+//                                re-create (issue 9)
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -30,6 +31,9 @@ struct StateSyncPorts {
   std::vector<repl::ChangeQueue*> queues;  // one per data-plane worker
   std::function<void(std::string_view reason)> onPeerLost;  // -> vrrp::Instance::onPeerLost
   std::function<void(bool ready)> setSyncReady;             // -> vrrp::Instance::setSyncReady
+  // The highest epoch the local tables have seen (StickTables::maxEpochSeen), so a new epoch
+  // is above it even before the peer's heartbeat said so; null = statesync's view only.
+  std::function<uint32_t()> maxEpochSeen;
   std::function<void()> onPeerUp;
 };
 
@@ -54,9 +58,7 @@ class StateSyncNode {
   struct EmptyTables;
   std::unique_ptr<EmptyTables> empty_;
   std::unique_ptr<statesync::Service> service_;
-  std::unique_ptr<uv::Timer> syncWait_;
   StateSyncPorts ports_;
-  bool syncReady_ = false;
   uint32_t epoch_ = 0;
 };
 

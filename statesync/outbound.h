@@ -30,7 +30,7 @@ class Coalescer {
   // peer's copy expires (rounded up to a power of two). A touch is forwarded only when it
   // extends that expiry by more than `touchRefresh` of the entry's TTL, so an entry touched
   // 1000 times a second is sent about 1/touchRefresh times per TTL.
-  explicit Coalescer(size_t touchCacheSlots = 1 << 16, double touchRefresh = 0.25);
+  explicit Coalescer(size_t touchCacheSlots = 1 << 16, double touchRefresh = 0.2);
 
   void offer(const repl::Change& c);
   size_t size() const { return live_; }

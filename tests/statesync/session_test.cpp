@@ -369,19 +369,37 @@ TEST_F(SessionTest, HotEntryIsSentAFewTimesPerTtlNotOnEveryTouch) {
   uint64_t before = a->session->metrics().entriesSent;
   constexpr Duration kTtl = 4s;
   a->session->offer(a->tables.upsert(1, "hot", 11, kTtl, now()), now());
-  // 1000 touches a second for 10 s.
+  // 1000 touches a second for 10 s, from a table that announces every use (the balancer's
+  // own touch coalescing would already send only one per TTL/4; this is the second line).
   for (int ms = 0; ms < 10000; ++ms) {
     a->session->offer(a->tables.touch(1, "hot", kTtl, now()), now());
     net.run(1ms);
   }
   uint64_t sent = a->session->metrics().entriesSent - before;
-  // One refresh per TTL/4 (1 s) plus the upsert: about 11, never the 10000 touches.
-  EXPECT_GE(sent, 9u);
-  EXPECT_LE(sent, 13u);
+  // One refresh per TTL/5 (0.8 s) plus the upsert: about 13, never the 10000 touches.
+  EXPECT_GE(sent, 11u);
+  EXPECT_LE(sent, 15u);
   EXPECT_GE(a->session->coalescing().touchesSuppressed, 9900u);
-  // The peer's copy never expired meanwhile.
+  // The peer's copy never expired meanwhile, nor fell more than TTL/5 behind ours.
   ASSERT_NE(b->tables.stick(1, "hot"), nullptr);
-  EXPECT_GT(b->tables.sticks.at({1, "hot"}).expires, now() + kTtl * 3 / 4 - 10ms);
+  EXPECT_GT(b->tables.sticks.at({1, "hot"}).expires, now() + kTtl * 4 / 5 - 10ms);
+}
+
+TEST_F(SessionTest, TouchesTheStickTableAnnouncesAlwaysPass) {
+  pair();
+  ASSERT_TRUE(net.runUntil([&] { return bothInSync(); }, 1s));
+  constexpr Duration kTtl = 4s;
+  a->session->offer(a->tables.upsert(1, "hot", 11, kTtl, now()), now());
+  net.run(5ms);
+  uint64_t before = a->session->metrics().entriesSent;
+  // The balancer announces a touch once TTL/4 has passed since the last announcement.
+  for (int i = 0; i < 8; ++i) {
+    net.run(kTtl / 4);
+    a->session->offer(a->tables.touch(1, "hot", kTtl, now()), now());
+  }
+  net.run(5ms);
+  EXPECT_EQ(a->session->metrics().entriesSent - before, 8u);
+  EXPECT_EQ(a->session->coalescing().touchesSuppressed, 0u);
 }
 
 TEST_F(SessionTest, ChangesToOneKeyInsideABatchWindowAreSentOnce) {
