@@ -3,7 +3,6 @@
 #include "app/admin.h"
 #include "app/node.h"
 #include "common/log.h"
-#include "common/uv.h"
 #include "config/loader.h"
 #include "vrrp/instance.h"
 
@@ -20,28 +19,13 @@ std::string vrrpFingerprint(const config::Config& c) {
 }
 }  // namespace
 
-std::unique_ptr<vrrp::Instance> wireVrrp(Node& node) {
+bool wireVrrp(Node& node, vrrp::Hooks hooks, std::unique_ptr<vrrp::Instance>& out, std::string& error) {
   const config::Config& cfg = *node.config();
-  if (!cfg.vrrp.enabled) return nullptr;
+  if (!cfg.vrrp.enabled) return true;
   HALB_LOG(Info, "vrrp") << "control thread scheduling: " << vrrp::raiseControlThreadPriority();
 
-  vrrp::Hooks hooks;
-  // The data plane learns the role from here once it exists (issue 3); connection restore
-  // (issue 9) goes into beforeMaster.
-  hooks.onStateChange = [](vrrp::State from, vrrp::State to) {
-    HALB_LOG(Debug, "vrrp") << "role " << vrrp::toString(from) << " -> " << vrrp::toString(to);
-  };
   auto instance = std::make_unique<vrrp::Instance>(node.loop(), cfg, std::move(hooks));
-  if (std::string err = instance->start(); !err.empty()) {
-    HALB_LOG(Error, "vrrp") << "cannot start: " << err;
-    // Stop from the loop, not from inside startServices(): stopping tears the services down.
-    auto* later = new uv::Timer(node.loop());
-    later->start(Duration::zero(), [later, n = &node] {
-      delete later;  // allowed inside its own callback (common/uv.h)
-      n->stop();
-    });
-    return nullptr;
-  }
+  if (error = instance->start(); !error.empty()) return false;
   vrrp::Instance* p = instance.get();
   node.addStatus("vrrp", [p](JsonWriter& j) { p->writeStatus(j); });
   node.addMetrics([p](PromWriter& w) { p->writeMetrics(w); });
@@ -60,7 +44,8 @@ std::unique_ptr<vrrp::Instance> wireVrrp(Node& node) {
     if (!p->handover()) return AdminResponse::text(409, "not master: nothing to hand over\n");
     return AdminResponse::text(200, "handed over: sent priority 0 and released the VIPs\n");
   });
-  return instance;
+  out = std::move(instance);
+  return true;
 }
 
 }  // namespace halb::app

@@ -211,6 +211,7 @@ struct StateSync {
   std::optional<SocketAddress> peer;
   std::string keyFile;
   Duration heartbeat = 100ms;
+  Duration peerTimeout = 1s;  // no frame for this long: the link is dead (also TCP_USER_TIMEOUT)
   Duration reconnectMin = 50ms;
   Duration reconnectMax = 2s;
   Duration syncWait = 5s;  // a returning node waits at most this long for a snapshot before preempting
