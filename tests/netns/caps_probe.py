@@ -19,6 +19,9 @@ Each operation is what a halb subsystem does at run time:
   listen_vip_80    IP_FREEBIND listener on port 80 of an address the node does not hold
   tcp_repair       dump an established TCP socket with TCP_REPAIR and re-create it on an
                    absent address with IP_FREEBIND + IP_TRANSPARENT (connection continuity)
+  rt_fifo1         SCHED_FIFO priority 1 for the VRRP control thread: needs no capability but
+                   RLIMIT_RTPRIO >= 1 (the unit's LimitRTPRIO=1); checked with and without that
+                   limit when this machine lets root raise it (CAP_SYS_RESOURCE), else reported
 
 Run as `caps_probe.py` (the test) or `caps_probe.py --probe` (one probe, prints JSON).
 """
@@ -155,13 +158,20 @@ def op_tcp_repair():
         s.close()
 
 
+def op_rt_fifo1():
+    SCHED_RESET_ON_FORK = 0x40000000
+    os.sched_setscheduler(0, os.SCHED_FIFO | SCHED_RESET_ON_FORK, os.sched_param(1))
+
+
 OPS = {
     "vrrp_socket": op_vrrp_socket,
     "garp": op_garp,
     "vip_netlink": op_vip_netlink,
     "listen_vip_80": op_listen_vip_80,
     "tcp_repair": op_tcp_repair,
+    "rt_fifo1": op_rt_fifo1,
 }
+CAP_OPS = [op for op in OPS if op in NEEDS]
 
 
 def probe():
@@ -192,11 +202,12 @@ def sh(*argv, check=True):
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=20)
 
 
-def run_probe(ns, caps):
+def run_probe(ns, caps, rtprio=False):
     """Runs the probe as nobody in `ns` with `caps` ambient (and only those in the bounding set,
-    with no_new_privs), the way systemd starts halb.service."""
+    with no_new_privs), the way systemd starts halb.service; rtprio: with LimitRTPRIO=1."""
     capset = ",".join(["-all"] + [f"+{c}" for c in caps])
-    argv = ["ip", "netns", "exec", ns, "setpriv", f"--reuid={USER}", f"--regid={GROUP}",
+    limit = ["prlimit", "--rtprio=1:1"] if rtprio else []
+    argv = ["ip", "netns", "exec", ns] + limit + ["setpriv", f"--reuid={USER}", f"--regid={GROUP}",
             "--init-groups", f"--inh-caps={capset}", f"--ambient-caps={capset}",
             f"--bounding-set={capset}", "--no-new-privs", "--",
             sys.executable, os.path.abspath(__file__), "--probe"]
@@ -226,23 +237,31 @@ def main():
         for i in ("veth0", "veth1"):
             sh("ip", "-n", ns, "link", "set", i, "up")
 
-        granted = run_probe(ns, CAPS)
-        print(f"nobody + {' '.join(CAPS)}: {granted}")
+        rt = subprocess.run(["prlimit", "--rtprio=1:1", "true"], capture_output=True).returncode == 0
+        granted = run_probe(ns, CAPS, rtprio=rt)
+        print(f"nobody + {' '.join(CAPS)}{' + LimitRTPRIO=1' if rt else ''}: {granted}")
         if granted["uid"] == 0:
             failures.append("the probe ran as root")
-        for op in OPS:
+        for op in CAP_OPS + (["rt_fifo1"] if rt else []):
             if granted[op] != "ok":
                 failures.append(f"{op} fails with the unit's capabilities: {granted[op]}")
+        if not rt:
+            print("rt_fifo1: not measurable here (root cannot raise RLIMIT_RTPRIO: no CAP_SYS_RESOURCE)")
 
         none = run_probe(ns, [])
-        print(f"nobody, no capabilities: {none}")
+        print(f"nobody, no capabilities, no LimitRTPRIO: {none}")
         for op in OPS:
             if none[op] not in ("EPERM", "EACCES"):
                 failures.append(f"{op} did not fail without capabilities: {none[op]}")
+        if rt:
+            rt_only = run_probe(ns, [], rtprio=True)
+            print(f"nobody, no capabilities, LimitRTPRIO=1: {rt_only}")
+            if rt_only["rt_fifo1"] != "ok":
+                failures.append(f"rt_fifo1 needs more than RLIMIT_RTPRIO: {rt_only['rt_fifo1']}")
 
         for cap in CAPS:
             rest = [c for c in CAPS if c != cap]
-            partial = run_probe(ns, rest)
+            partial = run_probe(ns, rest, rtprio=rt)
             print(f"nobody without {cap}: {partial}")
             for op, needed in NEEDS.items():
                 want_fail = needed == cap

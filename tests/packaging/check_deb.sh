@@ -42,12 +42,6 @@ diff <(grep '^\./etc/' "$T/files" | grep -v '/$' | sed 's#^\.##' | sort) <(sort 
   fail "conffiles ($(tr '\n' ' ' <"$T/conffiles")) differ from the files under /etc"
 depends=$(dpkg-deb --field "$deb" Depends)
 echo "Depends: $depends"
-for lib in $(readelf -d "$build/app/halb" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
-  # every NEEDED library maps to a package in Depends (dpkg-shlibdeps did its job)
-  pkg=$(dpkg -S "*/$lib" 2>/dev/null | head -1 | cut -d: -f1)
-  [[ -z $pkg ]] && continue
-  grep -q "\b$pkg\b" <<<"$depends" || fail "$lib ($pkg) is not in Depends"
-done
 grep -q '\badduser\b' <<<"$depends" || fail "Depends lacks adduser (postinst uses it)"
 for s in postinst prerm postrm; do
   [[ $(stat -c %a "$T/$s") == 755 ]] || fail "$s is not 0755"
@@ -58,6 +52,16 @@ done
 dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$T" ./lib/systemd/system/halb.service ./usr/lib/sysctl.d/60-halb.conf ./usr/sbin/halb
 unit=$T/lib/systemd/system/halb.service
 readelf -S --wide "$T/usr/sbin/halb" | grep -q '\.debug_' && fail "the packaged binary is not stripped"
+# Every library the packaged binary needs directly belongs to a package in Depends.
+dep_pkgs=$(tr ',' '\n' <<<"$depends" | awk '{print $1}')
+for lib in $(readelf -d "$T/usr/sbin/halb" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+  path=$(ldd "$T/usr/sbin/halb" | awk -v l="$lib" '$1 == l && $3 ~ /^\// {print $3}')
+  [[ -z $path ]] && { fail "$lib does not resolve"; continue; }
+  pkg=$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(realpath "$path")" 2>/dev/null || true)
+  pkg=${pkg%%:*}
+  [[ -z $pkg ]] && { fail "no package owns $path"; continue; }
+  grep -qxF "$pkg" <<<"$dep_pkgs" || fail "$lib ($pkg) is not in Depends"
+done
 readelf -S --wide "$build/app/halb" | grep -q '\.debug_' || echo "note: the build's binary has no debug sections either"
 for line in 'Type=notify' 'User=halb' 'Restart=on-failure' 'LimitNOFILE=1048576' \
   'ExecStartPre=/usr/sbin/halb check -q -c ${HALB_CONFIG} $HALB_OPTS' \
