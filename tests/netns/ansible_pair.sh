@@ -21,7 +21,7 @@ set -euo pipefail
 
 build=$(cd "${1:?usage: ansible_pair.sh BUILD_DIR SOURCE_DIR}" && pwd)
 src=$(cd "${2:?usage: ansible_pair.sh BUILD_DIR SOURCE_DIR}" && pwd)
-deadline=${HALB_ANSIBLE_TEST_DEADLINE:-200}  # seconds; CTest's TIMEOUT is above it
+deadline=${HALB_ANSIBLE_TEST_DEADLINE:-270}  # seconds; CTest's TIMEOUT is above it
 SKIP=77
 
 if [[ $(id -u) -ne 0 ]]; then
