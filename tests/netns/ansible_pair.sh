@@ -43,7 +43,9 @@ watchdog=
 made_run_sshd=0
 failures=0
 
-log() { printf '[ansible_pair %s] %s\n' "$(date +%T)" "$*"; }
+# The test's own output, saved: a trap may run while a command's output is redirected.
+exec 3>&1 4>&2
+log() { printf '[ansible_pair %s] %s\n' "$(date +%T)" "$*" >&3; }
 fail() {
   log "FAIL: $*"
   failures=$((failures + 1))
@@ -54,6 +56,7 @@ cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
+  exec 1>&3 2>&4
   [[ -n $watchdog ]] && kill "$watchdog" 2>/dev/null
   if [[ $rc -ne 0 || $failures -ne 0 ]]; then
     for f in "$T"/lb*/root/var/log/halb/halb.log "$T"/lb*/sshd.log; do
@@ -100,6 +103,10 @@ trap 'log "terminated (deadline or signal)"; exit 143' TERM
 watchdog=$!
 
 nsx() { local ns=$1; shift; ip netns exec "$tag-$ns" "$@"; }
+# Runs a long command in the client namespace and waits for it: bash runs a trap only after a
+# foreground command ends, but interrupts `wait` at once (and cleanup ends the namespace's
+# processes).
+in_client() { nsx client "$@" & wait $!; }
 
 # ---------------------------------------------------------------------------------- packages
 phase=$(date +%s.%N)
@@ -267,7 +274,7 @@ play() {  # play NAME PLAYBOOK [ansible-playbook args...]: runs it, keeps its ou
   shift 2
   local t0 rc=0
   t0=$(date +%s.%N)
-  nsx client ansible-playbook "$T/ansible/$book" "$@" >"$T/$name.out" 2>&1 || rc=$?
+  in_client ansible-playbook "$T/ansible/$book" "$@" >"$T/$name.out" 2>&1 || rc=$?
   log "$name: $book exit $rc in $(elapsed "$t0") s ($(grep -E '^(lb1|lb2) ' "$T/$name.out" | tr -s ' ' | tr '\n' ';'))"
   return $rc
 }
@@ -279,8 +286,8 @@ status() { nsx "$1" "$T/$1/root/usr/sbin/halb" status -c "$T/$1/root/etc/halb/ha
 
 # ---------------------------------------------------------------------------------- lint
 phase=$(date +%s.%N)
-if (cd "$T/ansible" && ansible-lint --nocolor site.yml rolling-upgrade.yml drill.yml roles/halb \
-  >"$T/lint.out" 2>&1); then
+if in_client env --chdir="$T/ansible" ansible-lint --nocolor site.yml rolling-upgrade.yml drill.yml \
+  roles/halb >"$T/lint.out" 2>&1; then
   log "ansible-lint (production profile, offline): passed in $(elapsed "$phase") s"
 else
   cat "$T/lint.out"
