@@ -6,8 +6,11 @@
 #endif
 
 #include "app/admin.h"
+#include "app/statesync_wiring.h"
+#include "app/wire_vrrp.h"
 #include "common/log.h"
 #include "config/loader.h"
+#include "vrrp/instance.h"
 
 #ifndef HALB_VERSION
 #define HALB_VERSION "unknown"
@@ -17,7 +20,10 @@ namespace halb::app {
 
 // The services this node runs; each is null when the configuration does not ask for it.
 // Wiring code for each service lives in startServices().
-struct Node::Services {};
+struct Node::Services {
+  std::unique_ptr<StateSyncNode> statesync;
+  std::unique_ptr<vrrp::Instance> vrrp;
+};
 
 Node::Node(config::ConfigPtr config, std::string configPath, std::string nodeName)
     : config_(std::move(config)),
@@ -67,7 +73,7 @@ std::string Node::statusJson() {
   return j.take();
 }
 
-void Node::startServices() {
+bool Node::startServices() {
   services_ = std::make_unique<Services>();
   admin_->handle("GET", "/metrics", [this](const AdminRequest&) {
     AdminResponse r = AdminResponse::text(200, metricsText());
@@ -82,6 +88,34 @@ void Node::startServices() {
     reload();
     return AdminResponse::text(202, "reload requested; see the log and /metrics\n");
   });
+
+  // State sync first: VRRP's hooks call into it. Its ports to VRRP look the instance up when
+  // called, since VRRP starts after it.
+  Services& sv = *services_;
+  StateSyncPorts ports;
+  ports.onPeerLost = [&sv](std::string_view) {
+    if (sv.vrrp) sv.vrrp->onPeerLost();
+  };
+  ports.setSyncReady = [&sv](bool ready) {
+    if (sv.vrrp) sv.vrrp->setSyncReady(ready);
+  };
+  std::string error;
+  sv.statesync = StateSyncNode::start(*this, std::move(ports), error);
+  if (!error.empty()) {
+    HALB_LOG(Error, "statesync") << error;
+    return false;
+  }
+
+  vrrp::Hooks hooks;
+  hooks.onStateChange = [&sv](vrrp::State from, vrrp::State to) {
+    HALB_LOG(Debug, "vrrp") << "role " << vrrp::toString(from) << " -> " << vrrp::toString(to);
+    if (to == vrrp::State::Master && sv.statesync) sv.statesync->becameMaster();
+  };
+  if (!wireVrrp(*this, std::move(hooks), sv.vrrp, error)) {
+    HALB_LOG(Error, "vrrp") << "cannot start: " << error;
+    return false;
+  }
+  return true;
 }
 
 int Node::run() {
@@ -92,7 +126,7 @@ int Node::run() {
     HALB_LOG(Error, "admin") << "cannot listen on " << cfg.admin.listen.toString() << ": " << uv::errorText(rc);
     return 1;
   }
-  startServices();
+  if (!startServices()) return 1;
 
   // A write to a closed socket is an error value, not a reason to die.
   ::signal(SIGPIPE, SIG_IGN);

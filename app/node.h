@@ -49,7 +49,7 @@ class Node {
 
  private:
   struct Services;
-  void startServices();
+  bool startServices();
   void runStopHooks();
   void notifySystemd(const std::string& state);
 
