@@ -372,16 +372,21 @@ grep -q 'weight: must be 0..256' "$T/site-bad.out" || fail "the validation error
 
 # Restart on failure: a SIGKILLed halb comes back (Restart=on-failure, RestartSec=1s).
 pid=$(state lb2 main_pid)
+restarts=$(state lb2 restarts)
 t0=$(date +%s.%N)
 kill -KILL "$pid"
+back=0
 for _ in $(seq 100); do
-  [[ $(state lb2 state) == running && $(state lb2 main_pid) != "$pid" ]] && break
-  sleep 0.05
+  if [[ $(state lb2 restarts) -gt $restarts && $(state lb2 state) == running ]]; then
+    back=1
+    break
+  fi
+  sleep 0.1
 done
-if [[ $(state lb2 state) == running && $(state lb2 main_pid) != "$pid" ]]; then
-  log "restart on failure: lb2 back in $(elapsed "$t0") s (restarts: $(state lb2 restarts))"
+if [[ $back -eq 1 && $(state lb2 main_pid) != "$pid" ]]; then
+  log "restart on failure: lb2 back in $(elapsed "$t0") s (pid $pid -> $(state lb2 main_pid))"
 else
-  fail "lb2 did not come back after SIGKILL ($(state lb2 state))"
+  fail "lb2 did not come back after SIGKILL: $(cat "$T/lb2/root/run/halb/state.json")"
 fi
 
 # ---------------------------------------------------------------------------------- features
