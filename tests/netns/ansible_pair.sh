@@ -111,9 +111,12 @@ in_client() { nsx client "$@" & wait $!; }
 # ---------------------------------------------------------------------------------- packages
 phase=$(date +%s.%N)
 mkdir -p "$T/pkg1" "$T/pkg2"
-(cd "$T" && cpack --config "$build/CPackConfig.cmake" -G DEB -B "$T/pkg1" >/dev/null)
-(cd "$T" && cpack --config "$build/CPackConfig.cmake" -G DEB -B "$T/pkg2" \
-  -D CPACK_DEBIAN_PACKAGE_RELEASE=99 >/dev/null)
+# The same build twice; the second with a higher Debian revision, for the rolling upgrade.
+for pkg in 1:1 2:99; do  # directory number : Debian revision
+  d=$T/pkg${pkg%:*}
+  (cd "$T" && cpack --config "$build/CPackConfig.cmake" -G DEB -B "$d" \
+    -D CPACK_DEBIAN_PACKAGE_RELEASE=${pkg#*:} >"$d.out" 2>&1) || { cat "$d.out"; exit 1; }
+done
 pkg1=$(ls "$T"/pkg1/halb_*.deb)
 pkg2=$(ls "$T"/pkg2/halb_*.deb)
 log "packages: $(basename "$pkg1"), $(basename "$pkg2") in $(elapsed "$phase") s"
@@ -216,7 +219,7 @@ all:
     halb_service_manager: supervised
     halb_user: nobody
     halb_group: nogroup
-    halb_key_store: $T/keys
+    halb_key_store: $T/keys/halb
     halb_health_retries: 30
   children:
     halb:
@@ -226,6 +229,7 @@ all:
         halb_vips:
           - address: $net.100/24
             interface: eth0
+        halb_vrrp_auth: hmac
         halb_vrrp:
           advert_interval: 100ms
           preempt_delay: 1s
@@ -294,7 +298,8 @@ else
   fail "ansible-lint"
 fi
 for book in site.yml rolling-upgrade.yml drill.yml; do
-  nsx client ansible-playbook --syntax-check "$T/ansible/$book" >/dev/null || fail "syntax of $book"
+  nsx client ansible-playbook --syntax-check "$T/ansible/$book" >"$T/syntax.out" 2>&1 ||
+    { cat "$T/syntax.out"; fail "syntax of $book"; }
 done
 ansible-inventory -i "$T/ansible/inventory.example.yml" --list >/dev/null || fail "inventory.example.yml does not parse"
 
@@ -310,15 +315,18 @@ for n in lb1 lb2; do
   [[ $st == "Uid:65534 CapEff:0000000000003400 CapAmb:0000000000003400 NoNewPrivs:1 " ]] ||
     fail "$n: halb runs with the wrong credentials: $st"
   [[ $(ip netns identify "$pid") == "$tag-$n" ]] || fail "$n: halb is not in its namespace"
-  key=$T/$n/root/etc/halb/sync.key
-  [[ $(stat -c '%a %U' "$key") == "600 nobody" ]] || fail "$n: sync.key is $(stat -c '%a %U' "$key")"
+  for key in "$T/$n/root/etc/halb/sync.key" "$T/$n/root/etc/halb/vrrp.key"; do
+    [[ $(stat -c '%a %U' "$key") == "600 nobody" ]] || fail "$n: $key is $(stat -c '%a %U' "$key")"
+  done
   for k in net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.all.promote_secondaries=1; do
     [[ $(nsx "$n" sysctl -n "${k%=*}") == "${k#*=}" ]] || fail "$n: ${k%=*} not applied"
   done
   status "$n" >"$T/$n.status" || fail "$n: halb status failed"
 done
-cmp -s "$T/lb1/root/etc/halb/sync.key" "$T/lb2/root/etc/halb/sync.key" || fail "the nodes have different sync keys"
-[[ $(stat -c %a "$T/keys/sync.key") == 600 ]] || fail "the controller's key store is not 0600"
+for k in sync vrrp; do
+  cmp -s "$T/lb1/root/etc/halb/$k.key" "$T/lb2/root/etc/halb/$k.key" || fail "the nodes have different $k keys"
+  [[ $(stat -c %a "$T/keys/halb/$k.key") == 600 ]] || fail "the controller's $k key is not 0600"
+done
 [[ $(nsx client sysctl -n net.ipv4.conf.all.arp_ignore) == 0 ]] || fail "sysctls leaked into the client namespace"
 # One template for both nodes: the files differ only in the per-node prefix.
 diff <(sed "s#$T/lb1/root##g" "$T/lb1/root/etc/halb/halb.yaml") \
