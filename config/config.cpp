@@ -45,6 +45,17 @@ const char* toString(StickyMode m) {
 const char* toString(VrrpAuth a) { return a == VrrpAuth::Hmac ? "hmac" : "none"; }
 const char* toString(ProxyProtocol p) { return p == ProxyProtocol::V2 ? "v2" : "none"; }
 
+const char* toString(PinKind p) {
+  switch (p) {
+    case PinKind::None: return "none";
+    case PinKind::Cookie: return "cookie";
+    case PinKind::Header: return "header";
+  }
+  return "?";
+}
+
+const char* toString(TlsVersion v) { return v == TlsVersion::V1_3 ? "1.3" : "1.2"; }
+
 std::string describe(const Config& c) {
   std::ostringstream o;
   auto d = [](Duration x) { return formatDuration(x); };
@@ -77,6 +88,11 @@ std::string describe(const Config& c) {
   else
     o << "statesync: off\n";
   o << "admin: " << c.admin.listen.toString() << "\n";
+  o << "tls: session tickets "
+    << (c.tls.tickets.enabled ? "on, rotation " + d(c.tls.tickets.rotation) + ", lifetime " +
+                                    d(c.tls.tickets.sessionLifetime)
+                              : std::string("off"))
+    << "\n";
   o << "logging: " << log::toString(c.logging.level) << ", " << log::toString(c.logging.format) << "\n";
   o << "frontends:\n";
   for (const auto& f : c.frontends) {
@@ -85,7 +101,21 @@ std::string describe(const Config& c) {
     if (!f.defaultBackend.empty()) o << " -> " << f.defaultBackend;
     if (f.continuity) o << " (continuity)";
     o << "\n";
-    for (const auto& r : f.routes) o << "    route " << r.name << " -> " << r.backend << "\n";
+    if (f.tls) {
+      o << "    tls: min " << toString(f.tls->minVersion) << ", certificates";
+      for (const auto& cert : f.tls->certificates) o << " " << cert.certFile;
+      o << "\n";
+    }
+    for (const auto& r : f.routes) {
+      o << "    route " << r.name << " ->";
+      if (r.split.empty()) o << " " << r.backend;
+      for (const auto& t : r.split) o << " " << t.backend << "(" << t.weight << ")";
+      if (r.pin.kind != PinKind::None) o << ", pin " << toString(r.pin.kind) << " " << r.pin.name;
+      if (r.mirror)
+        o << ", mirror " << r.mirror->perMillion / 10000.0 << "% to " << r.mirror->backend;
+      if (r.retry.attempts > 0) o << ", retries " << r.retry.attempts;
+      o << "\n";
+    }
   }
   o << "backends:\n";
   for (const auto& b : c.backends) {
@@ -93,6 +123,8 @@ std::string describe(const Config& c) {
     if (b.health.type != HealthType::None)
       o << " every " << d(b.health.interval) << " rise " << b.health.rise << " fall " << b.health.fall;
     if (b.sticky.mode != StickyMode::None) o << ", sticky " << toString(b.sticky.mode);
+    if (b.tls) o << ", tls" << (b.tls->verify ? " verified" : " unverified");
+    if (b.maxConnections) o << ", max_connections " << b.maxConnections << " queue " << b.queue.size;
     o << "\n";
     for (const auto& s : b.servers)
       o << "    " << s.name << " " << s.address.toString() << " weight " << s.weight << "\n";

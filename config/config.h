@@ -24,6 +24,8 @@ enum class VrrpAuth { None, Hmac };
 enum class ProxyProtocol { None, V2 };
 enum class HostMatchKind { Exact, Wildcard };
 enum class PathMatchKind { Exact, Prefix, Regex };
+enum class PinKind { None, Cookie, Header };
+enum class TlsVersion { V1_2, V1_3 };
 
 const char* toString(Mode m);
 const char* toString(Algorithm a);
@@ -31,6 +33,8 @@ const char* toString(HealthType t);
 const char* toString(StickyMode m);
 const char* toString(VrrpAuth a);
 const char* toString(ProxyProtocol p);
+const char* toString(PinKind p);
+const char* toString(TlsVersion v);
 
 // Where a value came from, so that later checks (files that cannot be read at start-up,
 // certificates) can still point at the line of the file.
@@ -48,6 +52,7 @@ struct Timeouts {
   Duration keepAlive = 15s;       // idle client connection between requests
   Duration serverIdle = 30s;      // idle pooled server connection
   Duration tunnel = 1h;           // idle upgraded (WebSocket) or CONNECT tunnel
+  Duration tlsHandshake = 10s;    // TLS handshake with a client or a server
   Duration drain = 10s;           // on stop/reload: wait for connections to finish
 };
 
@@ -65,6 +70,7 @@ struct Server {
   uint64_t id = 0;  // stableId("backend/server")
   SocketAddress address;
   uint32_t weight = 100;  // 0..256; 0 drains the server
+  uint32_t maxConnections = 0;  // in flight to this server; 0 = the backend's max_connections
   Origin origin;
 };
 
@@ -99,6 +105,32 @@ struct Sticky {
   std::string keyFile;
 };
 
+// TLS towards the servers of a backend (balancer/tls.h).
+struct BackendTls {
+  bool verify = true;       // check the server's chain and name; off = encrypt only
+  std::string caFile;       // trust anchors (PEM); empty = the system store
+  std::string serverName;   // SNI sent and the name verified; empty = no SNI, the IP is verified
+  TlsVersion minVersion = TlsVersion::V1_2;
+  std::string ciphers;       // TLS 1.2; empty = OpenSSL default
+  std::string ciphersuites;  // TLS 1.3; empty = OpenSSL default
+  Origin origin;
+};
+
+// Retries may add at most `percent` of a backend's requests over `window` (plus
+// `minRetries` per window so a quiet backend can still retry), so retries cannot multiply
+// the load on a failing backend (balancer/retry.h).
+struct RetryBudget {
+  uint32_t percent = 20;
+  Duration window = 10s;
+  uint32_t minRetries = 10;
+};
+
+// Requests (http) or connections (tcp) that wait for a server below its max_connections.
+struct Queue {
+  uint32_t size = 0;       // waiting at most, per backend and node; 0 = no queue (503 at once)
+  Duration timeout = 1s;   // waited longer -> 503
+};
+
 struct Backend {
   std::string name;
   uint64_t id = 0;
@@ -109,7 +141,14 @@ struct Backend {
   Duration slowStart = 0s;  // ramp-up of a recovered server's weight
   Sticky sticky;
   ProxyProtocol proxyProtocol = ProxyProtocol::None;
+  std::optional<BackendTls> tls;
+  uint32_t maxConnections = 0;  // per server, in flight (http requests, tcp connections); 0 = no limit
+  Queue queue;
+  RetryBudget retryBudget;
   Origin origin;
+
+  // A server's effective limit (its own, else the backend's); 0 = none.
+  uint32_t limitOf(const Server& s) const { return s.maxConnections ? s.maxConnections : maxConnections; }
 };
 
 struct HostMatch {
@@ -137,10 +176,52 @@ struct Match {
   std::vector<std::string> methods;  // any of them; upper case
 };
 
+// Traffic shifting (balancer/traffic.h): a route's requests are split by weight between
+// backends, e.g. 95/5 between a stable and a canary version.
+struct SplitTarget {
+  std::string backend;
+  uint32_t weight = 0;  // 0..10000; the share is weight / sum of weights
+};
+
+// Keeps a user on the side of a split they got: `cookie` sets a cookie naming the side;
+// `header` hashes the header's value (a user id), so the side follows from the value alone.
+struct Pin {
+  PinKind kind = PinKind::None;
+  std::string name;  // header: lower case
+};
+
+// A copy of a share of the requests goes to a shadow backend; its response is discarded.
+struct Mirror {
+  std::string backend;
+  uint32_t perMillion = 0;      // share mirrored, in millionths (percent 10 = 100000)
+  uint32_t maxInFlight = 64;    // per worker; beyond it mirrors are dropped and counted
+  uint64_t maxBody = 64 * 1024; // requests with a larger body are not mirrored
+};
+
+struct RetryPolicy {
+  uint32_t attempts = 0;        // retries after the first try; 0 = none
+  bool onConnectFailure = true; // (connect failures are retried for every method: nothing was sent)
+  bool onReset = false;         // the server closed or reset before a response head
+  bool onTimeout = false;       // no response head within server_response
+  std::vector<uint16_t> statuses;  // retry on these response statuses (e.g. 502, 503, 504)
+};
+
+// Per-route overrides of the global timeouts; unset = the global one.
+struct RouteTimeouts {
+  std::optional<Duration> connect;
+  std::optional<Duration> serverResponse;
+};
+
 struct Route {
   std::string name;
   Match match;
+  // The backend; with `split`, the first target's (what code that ignores splits uses).
   std::string backend;
+  std::vector<SplitTarget> split;  // empty: all requests go to `backend`
+  Pin pin;
+  std::optional<Mirror> mirror;
+  RetryPolicy retry;
+  RouteTimeouts timeouts;
   Origin origin;
 };
 
@@ -152,9 +233,24 @@ struct TlsCertificate {
 
 struct FrontendTls {
   std::vector<TlsCertificate> certificates;  // the first is the default (no SNI match)
-  std::string minVersion = "1.2";            // 1.2 or 1.3
+  TlsVersion minVersion = TlsVersion::V1_2;  // TLS 1.2 or 1.3; nothing older is offered
   std::string ciphers;                       // TLS 1.2 cipher list; empty = OpenSSL default
   std::string ciphersuites;                  // TLS 1.3 suites; empty = OpenSSL default
+  Origin origin;
+};
+
+// Session resumption with stateless tickets (RFC 5077, RFC 8446 §4.6.1). The ticket keys are
+// shared by every worker and frontend of a node and replicated to the peer by state sync, so
+// a client resumes on whichever node holds the VIP.
+struct SessionTickets {
+  bool enabled = true;
+  Duration rotation = 1h;         // a new key seals tickets every `rotation`
+  Duration sessionLifetime = 2h;  // a ticket resumes for this long (and its key opens for this
+                                  // long after it stopped sealing)
+};
+
+struct Tls {
+  SessionTickets tickets;
 };
 
 struct Frontend {
@@ -244,6 +340,7 @@ struct Config {
   Logging logging;
   Timeouts timeouts;
   Limits limits;
+  Tls tls;
   std::vector<Frontend> frontends;
   std::vector<Backend> backends;
 

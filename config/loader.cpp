@@ -15,6 +15,7 @@
 
 #include "common/crypto.h"
 #include "common/units.h"
+#include "config/tls_files.h"
 
 namespace halb::config {
 namespace {
@@ -450,6 +451,7 @@ void readTimeouts(Reader& r, MapView m, Timeouts& t) {
   readDuration(r, m, "server_idle", t.serverIdle, 0ms, kMaxTimeout);
   readDuration(r, m, "tunnel", t.tunnel, 1ms, kMaxTimeout);
   readDuration(r, m, "drain", t.drain, 0ms, kMaxTimeout);
+  readDuration(r, m, "tls_handshake", t.tlsHandshake, 1ms, kMaxTimeout);
   m.finish();
 }
 
@@ -556,9 +558,12 @@ void readServer(Reader& r, MapView m, Backend& b, Server& s) {
     }
   }
   readUint(r, m, "weight", s.weight, 0, 256);
+  readUint(r, m, "max_connections", s.maxConnections, 0, 10'000'000);
   s.id = stableId(b.name + "/" + s.name);
   m.finish();
 }
+
+void readBackendTls(Reader& r, const LoadOptions& opt, MapView m, BackendTls& t);
 
 void readBackend(Reader& r, const LoadOptions& opt, MapView m, Backend& b) {
   readName(r, m, b.name);
@@ -591,6 +596,33 @@ void readBackend(Reader& r, const LoadOptions& opt, MapView m, Backend& b) {
   readHealth(r, m.child("health"), b.health);
   readOutlier(r, m.child("outlier"), b.outlier);
   readSticky(r, opt, m.child("sticky"), b.sticky);
+  readUint(r, m, "max_connections", b.maxConnections, 0, 10'000'000);
+  {
+    MapView q = m.child("queue");
+    readUint(r, q, "size", b.queue.size, 0, 10'000'000);
+    readDuration(r, q, "timeout", b.queue.timeout, 1ms, std::chrono::hours(1));
+    q.finish();
+    bool anyLimit = b.maxConnections != 0 ||
+                    std::any_of(b.servers.begin(), b.servers.end(), [](const Server& s) { return s.maxConnections != 0; });
+    if (q.present() && !anyLimit)
+      r.error(q.mark(), q.path(), "has no use without max_connections (nothing is ever queued)");
+  }
+  {
+    MapView rb = m.child("retry_budget");
+    readUint(r, rb, "percent", b.retryBudget.percent, 0, 100);
+    readDuration(r, rb, "window", b.retryBudget.window, 100ms, std::chrono::hours(1));
+    readUint(r, rb, "min_retries", b.retryBudget.minRetries, 0, 1'000'000);
+    rb.finish();
+  }
+  if (m.has("tls")) {
+    b.tls.emplace();
+    readBackendTls(r, opt, m.child("tls"), *b.tls);
+    if (b.health.type == HealthType::Http)
+      r.error(m.get("tls").Mark(), m.join("tls"),
+              "http health checks do not speak TLS yet: use health.type tcp (or none) with tls");
+  } else {
+    m.child("tls").finish();
+  }
   m.finish();
 }
 
@@ -686,8 +718,58 @@ void readMatch(Reader& r, MapView m, Match& match) {
   m.finish();
 }
 
+constexpr EnumName<TlsVersion> kTlsVersions[] = {{"1.2", TlsVersion::V1_2}, {"1.3", TlsVersion::V1_3}};
+
+// A certificate within this long of its end is reported (a warning; the file still loads).
+constexpr int64_t kCertExpiryWarning = 30 * 86400;
+
+int64_t nowUnix(const LoadOptions& opt) {
+  return opt.nowUnix != 0 ? opt.nowUnix : static_cast<int64_t>(::time(nullptr));
+}
+
+void readCiphers(Reader& r, MapView& m, std::string& ciphers, std::string& suites) {
+  readString(r, m, "ciphers", ciphers);
+  readString(r, m, "ciphersuites", suites);
+  if (std::string p = tls::cipherProblem(ciphers, false); !p.empty())
+    r.error(m.get("ciphers").Mark(), m.join("ciphers"), p);
+  if (std::string p = tls::cipherProblem(suites, true); !p.empty())
+    r.error(m.get("ciphersuites").Mark(), m.join("ciphersuites"), p);
+}
+
+// Each certificate is loaded as the data plane will load it, so `halb check` refuses what a
+// start or reload would: unreadable or malformed files, a key that is not the certificate's,
+// a chain certificate outside its validity period. Errors point at the YAML key of the file
+// at fault and name the file.
+void checkCertificate(Reader& r, const LoadOptions& opt, MapView& cm, const TlsCertificate& c,
+                      std::map<std::string, std::string>& names, const std::string& path) {
+  if (!opt.checkFiles || c.certFile.empty() || c.keyFile.empty()) return;
+  tls::LoadedPair lp = tls::loadCertKeyPair(c.certFile, c.keyFile);
+  if (!lp) {
+    const char* key = lp.error.file == tls::File::Key ? "key" : "cert";
+    r.error(cm.get(key).Mark(), cm.join(key), lp.error.message);
+    return;
+  }
+  const int64_t now = nowUnix(opt);
+  if (std::string p = tls::validityProblem(*lp.pair, c.certFile, now); !p.empty())
+    r.error(cm.get("cert").Mark(), cm.join("cert"), p);
+  else if (std::string w = tls::expiryWarning(*lp.pair, c.certFile, now, kCertExpiryWarning); !w.empty())
+    r.warning(cm.get("cert").Mark(), cm.join("cert"), w);
+  if (std::string p = keyFilePermissionProblem(c.keyFile); !p.empty())
+    r.warning(cm.get("key").Mark(), cm.join("key"), p);
+  if (lp.pair->names.empty())
+    r.warning(cm.get("cert").Mark(), cm.join("cert"),
+              "the certificate in '" + c.certFile + "' names no DNS host; it can only be the default");
+  for (const std::string& n : lp.pair->names) {
+    if (auto [it, fresh] = names.emplace(n, path); !fresh)
+      r.warning(cm.get("cert").Mark(), cm.join("cert"),
+                "'" + n + "' is also served by " + it->second + ", which comes first and wins");
+  }
+}
+
 void readTls(Reader& r, const LoadOptions& opt, MapView m, FrontendTls& tls) {
+  tls.origin = originOf(m.get("certificates"));
   m.require("certificates");
+  std::map<std::string, std::string> names;  // SNI name -> the certificate that serves it
   forEachItem(r, m, "certificates", [&](const YAML::Node& n, const std::string& path) {
     MapView cm(r, n, YAML::Node(), path, n.Mark());
     if (cm.bad()) return;
@@ -697,24 +779,209 @@ void readTls(Reader& r, const LoadOptions& opt, MapView m, FrontendTls& tls) {
     cm.require("key");
     readFilePath(r, cm, "cert", c.certFile);
     readFilePath(r, cm, "key", c.keyFile);
-    if (opt.checkFiles) {
-      for (auto [key, file] : {std::pair{"cert", &c.certFile}, std::pair{"key", &c.keyFile}}) {
-        if (!file->empty() && ::access(file->c_str(), R_OK) != 0)
-          r.error(cm.get(key).Mark(), cm.join(key), "cannot read '" + *file + "': " + std::strerror(errno));
-      }
-    }
+    checkCertificate(r, opt, cm, c, names, path);
     cm.finish();
     tls.certificates.push_back(std::move(c));
   });
-  readString(r, m, "min_version", tls.minVersion);
-  if (tls.minVersion != "1.2" && tls.minVersion != "1.3")
-    r.error(m.get("min_version").Mark(), m.join("min_version"), "must be 1.2 or 1.3, got '" + tls.minVersion + "'");
-  readString(r, m, "ciphers", tls.ciphers);
-  readString(r, m, "ciphersuites", tls.ciphersuites);
+  if (YAML::Node n = m.get("certificates"); n.IsSequence() && n.size() == 0)
+    r.error(n.Mark(), m.join("certificates"), "needs at least one certificate");
+  readEnum(r, m, "min_version", tls.minVersion, kTlsVersions);
+  readCiphers(r, m, tls.ciphers, tls.ciphersuites);
   m.finish();
 }
 
-void readFrontend(Reader& r, const LoadOptions& opt, MapView m, Frontend& f) {
+void readBackendTls(Reader& r, const LoadOptions& opt, MapView m, BackendTls& t) {
+  t.origin = originOf(m.get("verify"));
+  readBool(r, m, "verify", t.verify);
+  readFilePath(r, m, "ca_file", t.caFile);
+  readString(r, m, "server_name", t.serverName);
+  t.serverName = lower(t.serverName);
+  if (!t.serverName.empty() &&
+      (t.serverName.size() > 253 || !std::all_of(t.serverName.begin(), t.serverName.end(), [](unsigned char c) {
+        return std::isalnum(c) || c == '-' || c == '.';
+      })))
+    r.error(m.get("server_name").Mark(), m.join("server_name"),
+            "must be a DNS host name (letters, digits, '-', '.'), got '" + t.serverName + "'");
+  readEnum(r, m, "min_version", t.minVersion, kTlsVersions);
+  readCiphers(r, m, t.ciphers, t.ciphersuites);
+  if (!t.caFile.empty()) {
+    if (!t.verify)
+      r.error(m.get("ca_file").Mark(), m.join("ca_file"), "has no use with verify: false");
+    else if (opt.checkFiles)
+      if (std::string p = tls::caFileProblem(t.caFile); !p.empty())
+        r.error(m.get("ca_file").Mark(), m.join("ca_file"), p);
+  }
+  m.finish();
+}
+
+void readSessionTickets(Reader& r, MapView m, SessionTickets& t) {
+  readBool(r, m, "session_tickets", t.enabled);
+  readDuration(r, m, "ticket_rotation", t.rotation, 1s, std::chrono::hours(24 * 7));
+  readDuration(r, m, "session_lifetime", t.sessionLifetime, 1s, std::chrono::hours(24 * 7));
+  // Every key that may still open a ticket is kept (on both nodes): bound their number.
+  if (t.sessionLifetime > 64 * t.rotation)
+    r.error(m.has("session_lifetime") ? m.get("session_lifetime").Mark() : m.mark(), m.join("session_lifetime"),
+            "must not exceed 64 x ticket_rotation (" + formatDuration(t.rotation) +
+                "): every key that can still open a ticket is kept");
+  m.finish();
+}
+
+// "10", "0.5", "12.25" (percent, up to four decimals) -> millionths.
+std::optional<uint32_t> parsePercent(std::string_view s) {
+  if (!s.empty() && s.back() == '%') s.remove_suffix(1);
+  size_t dot = s.find('.');
+  std::string_view whole = s.substr(0, dot), frac = dot == std::string_view::npos ? "" : s.substr(dot + 1);
+  if (whole.empty() || frac.size() > 4 || (dot != std::string_view::npos && frac.empty())) return std::nullopt;
+  uint64_t w = 0, f = 0;
+  if (std::from_chars(whole.data(), whole.data() + whole.size(), w).ptr != whole.data() + whole.size())
+    return std::nullopt;
+  if (!frac.empty() && std::from_chars(frac.data(), frac.data() + frac.size(), f).ptr != frac.data() + frac.size())
+    return std::nullopt;
+  for (size_t i = frac.size(); i < 4; ++i) f *= 10;
+  uint64_t v = w * 10000 + f;  // in 1/10000 percent = millionths
+  if (v > 1'000'000) return std::nullopt;
+  return static_cast<uint32_t>(v);
+}
+
+bool validCookieName(const std::string& s) {
+  // token (RFC 6265 §4.1.1 -> RFC 2616 token): no separators or controls
+  static const std::string kSeparators = "()<>@,;:\\\"/[]?={} \t";
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return c > 32 && c < 127 && kSeparators.find(static_cast<char>(c)) == std::string::npos;
+  });
+}
+
+void readRoutePolicies(Reader& r, MapView& rm, Route& route, const Limits& limits) {
+  // split
+  forEachItem(r, rm, "split", [&](const YAML::Node& n, const std::string& path) {
+    MapView sm(r, n, YAML::Node(), path, n.Mark());
+    if (sm.bad()) return;
+    SplitTarget t;
+    sm.require("backend");
+    sm.require("weight");
+    readString(r, sm, "backend", t.backend, true);
+    readUint(r, sm, "weight", t.weight, 0, 10000);
+    sm.finish();
+    route.split.push_back(std::move(t));
+  });
+  if (rm.has("split")) {
+    uint64_t sum = 0;
+    std::set<std::string> seen;
+    for (size_t i = 0; i < route.split.size(); ++i) {
+      sum += route.split[i].weight;
+      if (!route.split[i].backend.empty() && !seen.insert(route.split[i].backend).second)
+        r.error(markAt(rm.get("split"), {i, "backend"}), rm.join("split") + "[" + std::to_string(i) + "].backend",
+                "backend '" + route.split[i].backend + "' is listed twice");
+    }
+    if (route.split.empty())
+      r.error(rm.get("split").Mark(), rm.join("split"), "needs at least one backend");
+    else if (sum == 0)
+      r.error(rm.get("split").Mark(), rm.join("split"), "weights must not all be 0");
+    if (rm.has("backend"))
+      r.error(rm.get("backend").Mark(), rm.join("backend"), "give either backend or split, not both");
+    else if (!route.split.empty())
+      route.backend = route.split[0].backend;
+  } else {
+    rm.require("backend");
+  }
+  // pin
+  {
+    MapView pm = rm.child("pin");
+    if (pm.present()) {
+      std::string cookie, header;
+      readString(r, pm, "cookie", cookie, true);
+      readString(r, pm, "header", header, true);
+      if (!cookie.empty() && !header.empty())
+        r.error(pm.mark(), pm.path(), "give either cookie or header, not both");
+      else if (!cookie.empty()) {
+        route.pin = {PinKind::Cookie, cookie};
+        if (!validCookieName(cookie))
+          r.error(pm.get("cookie").Mark(), pm.join("cookie"), "is not a valid cookie name: '" + cookie + "'");
+      } else if (!header.empty()) {
+        route.pin = {PinKind::Header, lower(header)};
+      } else if (!pm.bad()) {
+        r.error(pm.mark(), pm.path(), "needs cookie or header");
+      }
+      if (route.split.size() < 2)
+        r.error(pm.mark(), pm.path(), "only applies to a split between at least two backends");
+    }
+    pm.finish();
+  }
+  // mirror
+  {
+    MapView mm = rm.child("mirror");
+    if (mm.present() && !mm.bad()) {
+      Mirror mi;
+      mm.require("backend");
+      mm.require("percent");
+      readString(r, mm, "backend", mi.backend, true);
+      if (YAML::Node n = mm.get("percent"); n.IsDefined() && !n.IsNull()) {
+        std::string s;
+        if (scalar(r, n, mm.join("percent"), s)) {
+          auto v = parsePercent(s);
+          if (!v || *v == 0)
+            r.error(n.Mark(), mm.join("percent"), "must be a percentage above 0 and at most 100 (up to 4 decimals), got '" + s + "'");
+          else
+            mi.perMillion = *v;
+        }
+      }
+      readUint(r, mm, "max_in_flight", mi.maxInFlight, 1, 100000);
+      readSize(r, mm, "max_body", mi.maxBody, 0, limits.bufferSize);
+      route.mirror = std::move(mi);
+    }
+    mm.finish();
+  }
+  // retry: by default a failed connect moves to another server (limits.connect_retries).
+  route.retry.attempts = limits.connectRetries;
+  {
+    MapView qm = rm.child("retry");
+    if (qm.present() && !qm.bad()) {
+      readUint(r, qm, "attempts", route.retry.attempts, 0, 5);
+      if (qm.has("on")) {
+        route.retry.onConnectFailure = false;
+        forEachScalar(r, qm, "on", [&](const YAML::Node& n, const std::string& path) {
+          std::string s;
+          if (!scalar(r, n, path, s)) return;
+          if (s == "connect_failure") route.retry.onConnectFailure = true;
+          else if (s == "reset") route.retry.onReset = true;
+          else if (s == "timeout") route.retry.onTimeout = true;
+          else if (s == "5xx") {
+            for (uint16_t c = 500; c <= 599; ++c) route.retry.statuses.push_back(c);
+          } else {
+            unsigned code = 0;
+            auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), code);
+            if (ec != std::errc() || p != s.data() + s.size() || code < 400 || code > 599)
+              r.error(n.Mark(), path,
+                      "must be connect_failure, reset, timeout, 5xx or a status 400..599, got '" + s + "'");
+            else
+              route.retry.statuses.push_back(static_cast<uint16_t>(code));
+          }
+        });
+        std::sort(route.retry.statuses.begin(), route.retry.statuses.end());
+        route.retry.statuses.erase(std::unique(route.retry.statuses.begin(), route.retry.statuses.end()),
+                                   route.retry.statuses.end());
+      }
+    }
+    qm.finish();
+  }
+  // per-route timeouts
+  {
+    MapView tm = rm.child("timeouts");
+    if (tm.has("connect")) {
+      Duration d{};
+      readDuration(r, tm, "connect", d, 1ms, kMaxTimeout);
+      route.timeouts.connect = d;
+    }
+    if (tm.has("server_response")) {
+      Duration d{};
+      readDuration(r, tm, "server_response", d, 1ms, kMaxTimeout);
+      route.timeouts.serverResponse = d;
+    }
+    tm.finish();
+  }
+}
+
+void readFrontend(Reader& r, const LoadOptions& opt, MapView m, Frontend& f, const Limits& limits) {
   readName(r, m, f.name);
   f.origin = originOf(m.get("name"));
   readEnum(r, m, "mode", f.mode, kModes);
@@ -743,9 +1010,9 @@ void readFrontend(Reader& r, const LoadOptions& opt, MapView m, Frontend& f) {
     route.origin = originOf(n);
     readString(r, rm, "name", route.name);
     if (route.name.empty()) route.name = path.substr(path.rfind('.') + 1);
-    rm.require("backend");
     readString(r, rm, "backend", route.backend, true);
     readMatch(r, rm.child("match"), route.match);
+    readRoutePolicies(r, rm, route, limits);
     rm.finish();
     f.routes.push_back(std::move(route));
   });
@@ -918,8 +1185,19 @@ void crossCheck(Reader& r, Config& c, YAML::Node root) {
     std::set<std::string> routeNames;
     for (size_t j = 0; j < f.routes.size(); ++j) {
       std::string rp = fp + ".routes[" + std::to_string(j) + "]";
-      if (!f.routes[j].backend.empty())
-        checkBackend(f.routes[j].backend, markAt(root, {"frontends", i, "routes", j, "backend"}), rp + ".backend");
+      const Route& route = f.routes[j];
+      if (route.split.empty() && !route.backend.empty())
+        checkBackend(route.backend, markAt(root, {"frontends", i, "routes", j, "backend"}), rp + ".backend");
+      for (size_t k = 0; k < route.split.size(); ++k)
+        if (!route.split[k].backend.empty())
+          checkBackend(route.split[k].backend, markAt(root, {"frontends", i, "routes", j, "split", k, "backend"}),
+                       rp + ".split[" + std::to_string(k) + "].backend");
+      if (route.mirror && !route.mirror->backend.empty()) {
+        YAML::Mark mark = markAt(root, {"frontends", i, "routes", j, "mirror", "backend"});
+        checkBackend(route.mirror->backend, mark, rp + ".mirror.backend");
+        if (route.mirror->backend == route.backend && route.split.empty())
+          r.error(mark, rp + ".mirror.backend", "mirrors to the backend that serves the route");
+      }
       if (!routeNames.insert(f.routes[j].name).second)
         r.error(markAt(root, {"frontends", i, "routes", j, "name"}), rp + ".name",
                 "duplicate route name '" + f.routes[j].name + "'");
@@ -1075,6 +1353,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
   }
   readTimeouts(r, section("timeouts"), c->timeouts);
   readLimits(r, section("limits"), c->limits);
+  readSessionTickets(r, section("tls"), c->tls.tickets);
 
   forEachItem(r, top, "backends", [&](const YAML::Node& n, const std::string& path) {
     MapView m(r, n, YAML::Node(), path, n.Mark());
@@ -1088,7 +1367,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
     MapView m(r, n, YAML::Node(), path, n.Mark());
     if (m.bad()) return;
     Frontend f;
-    readFrontend(r, opt, m, f);
+    readFrontend(r, opt, m, f, c->limits);
     c->frontends.push_back(std::move(f));
   });
   top.finish();

@@ -26,6 +26,8 @@ struct LoadOptions {
   // Key and certificate files must exist and be readable. Relative paths are taken from the
   // configuration file's directory either way.
   bool checkFiles = true;
+  // The time certificates are checked against (unix seconds); 0 = the system clock.
+  int64_t nowUnix = 0;
 };
 
 struct LoadResult {
