@@ -74,6 +74,18 @@ struct ConnEntry {
   Version version;
 };
 
+// A TLS session-ticket key (balancer/tls.h): 16-byte name, AES-256 key, HMAC-SHA256 key, the
+// layout of RFC 5077 §4's recommended ticket construction. Both nodes hold the same keys, so a
+// ticket one node sealed opens on the other and resumption survives a failover. Sent whole
+// (the set is small) and never logged; on the wire it is encrypted (statesync protocol §13).
+struct TicketKey {
+  std::array<uint8_t, 16> name{};
+  std::array<uint8_t, 32> aesKey{};
+  std::array<uint8_t, 32> hmacKey{};
+  Duration age{};  // since the key was made, at the sender when sent
+  bool operator==(const TicketKey&) const = default;
+};
+
 enum class ChangeKind : uint8_t { StickUpsert, StickTouch, StickDelete, ConnOpen, ConnUpdate, ConnClose };
 
 const char* toString(ChangeKind k);
