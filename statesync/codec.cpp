@@ -1,5 +1,7 @@
 #include "statesync/codec.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -350,6 +352,8 @@ const char* toString(MsgType t) {
       return "TRANSFER";
     case MsgType::TransferAck:
       return "TRANSFER_ACK";
+    case MsgType::TicketKeys:
+      return "TICKET_KEYS";
     case MsgType::Close:
       return "CLOSE";
   }
@@ -370,6 +374,7 @@ bool isKnown(uint8_t t) {
     case MsgType::Heartbeat:
     case MsgType::Transfer:
     case MsgType::TransferAck:
+    case MsgType::TicketKeys:
     case MsgType::Close:
       return true;
   }
@@ -767,6 +772,96 @@ Result<Ack> decodeAck(std::span<const uint8_t> p) {
   Ack m;
   m.seq = r.u64("ack.seq");
   return done(r, "ACK", m);
+}
+
+// ------------------------------------------------------------------------------- ticket keys
+
+namespace {
+
+constexpr uint64_t kMaxTicketAgeMs = 30ull * 24 * 3600 * 1000;  // 30 days
+constexpr size_t kTicketKeyBytes = 16 + 32 + 32;
+
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
+};
+
+EVP_CIPHER* aesGcm() {
+  static EVP_CIPHER* c = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  return c;
+}
+
+}  // namespace
+
+Key ticketWrapKey(const Key& directionKey) {
+  static constexpr std::string_view kLabel = "halb statesync v2 ticket keys";
+  return hmacSha256(directionKey, bytes(kLabel));
+}
+
+bool encodeTicketKeys(std::string& out, std::span<const repl::TicketKey> keys, const Key& wrapKey,
+                      std::span<const uint8_t, kTicketNonceSize> nonce) {
+  if (keys.size() > kMaxTicketKeys) return false;
+  std::string plain;
+  plain.reserve(1 + keys.size() * (kTicketKeyBytes + 5));
+  putU8(plain, static_cast<uint8_t>(keys.size()));
+  for (const auto& k : keys) {
+    putRaw(plain, k.name);
+    putRaw(plain, k.aesKey);
+    putRaw(plain, k.hmacKey);
+    uint64_t ms = k.age.count() <= 0
+                      ? 0
+                      : static_cast<uint64_t>(std::chrono::duration_cast<milliseconds>(k.age).count());
+    putVarint(plain, std::min(ms, kMaxTicketAgeMs));
+  }
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+  size_t base = out.size();
+  out.resize(base + kTicketNonceSize + plain.size() + kTicketTagSize);
+  auto* dst = reinterpret_cast<unsigned char*>(out.data() + base);
+  std::memcpy(dst, nonce.data(), kTicketNonceSize);
+  int len = 0, fin = 0;
+  bool ok = ctx && EVP_EncryptInit_ex2(ctx.get(), aesGcm(), wrapKey.data(), nonce.data(), nullptr) == 1 &&
+            EVP_EncryptUpdate(ctx.get(), dst + kTicketNonceSize, &len,
+                              reinterpret_cast<const unsigned char*>(plain.data()),
+                              static_cast<int>(plain.size())) == 1 &&
+            EVP_EncryptFinal_ex(ctx.get(), dst + kTicketNonceSize + len, &fin) == 1 &&
+            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTicketTagSize,
+                                dst + kTicketNonceSize + plain.size()) == 1;
+  OPENSSL_cleanse(plain.data(), plain.size());
+  if (!ok) out.resize(base);
+  return ok;
+}
+
+Result<std::vector<repl::TicketKey>> decodeTicketKeys(std::span<const uint8_t> p,
+                                                      const Key& wrapKey) {
+  if (p.size() < kTicketNonceSize + 1 + kTicketTagSize) return Error{"TICKET_KEYS: truncated"};
+  const size_t clen = p.size() - kTicketNonceSize - kTicketTagSize;
+  std::vector<uint8_t> plain(clen);
+  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
+  int len = 0, fin = 0;
+  std::array<uint8_t, kTicketTagSize> tag{};
+  std::memcpy(tag.data(), p.data() + kTicketNonceSize + clen, kTicketTagSize);
+  bool ok = ctx && EVP_DecryptInit_ex2(ctx.get(), aesGcm(), wrapKey.data(), p.data(), nullptr) == 1 &&
+            EVP_DecryptUpdate(ctx.get(), plain.data(), &len, p.data() + kTicketNonceSize,
+                              static_cast<int>(clen)) == 1 &&
+            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTicketTagSize, tag.data()) == 1 &&
+            EVP_DecryptFinal_ex(ctx.get(), plain.data() + len, &fin) == 1;
+  if (!ok) return Error{"TICKET_KEYS: does not decrypt (wrong key or damaged)"};
+  Reader r(plain);
+  std::vector<repl::TicketKey> keys;
+  size_t n = r.u8("ticket_keys.count");
+  if (r.ok() && n > kMaxTicketKeys) r.fail("ticket_keys.count: " + std::to_string(n) + " exceeds " + std::to_string(kMaxTicketKeys));
+  for (size_t i = 0; i < n && r.ok(); ++i) {
+    repl::TicketKey k;
+    r.raw(k.name, "ticket_keys.name");
+    r.raw(k.aesKey, "ticket_keys.aes_key");
+    r.raw(k.hmacKey, "ticket_keys.hmac_key");
+    k.age = milliseconds(r.varint("ticket_keys.age", kMaxTicketAgeMs));
+    keys.push_back(k);
+  }
+  bool good = r.finish("TICKET_KEYS");
+  std::string why = r.error();
+  OPENSSL_cleanse(plain.data(), plain.size());
+  if (!good) return Error{why};
+  return keys;
 }
 
 Result<Heartbeat> decodeHeartbeat(std::span<const uint8_t> p) {

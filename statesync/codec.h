@@ -21,7 +21,9 @@ namespace halb::statesync::wire {
 
 inline constexpr uint16_t kMagic = 0x4853;  // "HS"
 inline constexpr uint8_t kVersionMin = 1;   // protocol versions this build speaks
-inline constexpr uint8_t kVersionMax = 1;
+inline constexpr uint8_t kVersionMax = 2;
+// Version 2 adds TICKET_KEYS (TLS session-ticket keys); version 1 peers never see it.
+inline constexpr uint8_t kVersionTicketKeys = 2;
 inline constexpr size_t kHeaderSize = 16;
 inline constexpr size_t kTagSize = 32;
 inline constexpr size_t kNonceSize = 16;
@@ -36,7 +38,9 @@ inline constexpr size_t kMaxQueueBytes = 128 * 1024;  // TCP_REPAIR queue copy, 
 inline constexpr size_t kMaxAppState = 64 * 1024;
 inline constexpr size_t kMaxReason = 256;
 inline constexpr uint32_t kMaxBatch = 65536;  // entries per UPDATES / SNAPSHOT_CHUNK / TRANSFER
-
+inline constexpr size_t kMaxTicketKeys = 128;  // per TICKET_KEYS message
+inline constexpr size_t kTicketNonceSize = 12;  // AES-GCM nonce
+inline constexpr size_t kTicketTagSize = 16;    // AES-GCM tag
 using Nonce = std::array<uint8_t, kNonceSize>;
 using Tag = Sha256Digest;
 using Key = Sha256Digest;  // derived per-purpose keys are HMAC outputs
@@ -54,6 +58,7 @@ enum class MsgType : uint8_t {
   Heartbeat = 0x22,
   Transfer = 0x30,
   TransferAck = 0x31,
+  TicketKeys = 0x40,  // version 2
   Close = 0x7f,
 };
 const char* toString(MsgType t);
@@ -78,6 +83,11 @@ struct SessionKeys {
 SessionKeys deriveSessionKeys(std::span<const uint8_t> longTermKey,
                               std::span<const uint8_t> challengePayload,
                               const Nonce& initiatorNonce);
+
+// TICKET_KEYS bodies are encrypted (spec §14): the frame tag authenticates but does not hide,
+// and a ticket key opens every session ticket sealed with it. The key is derived from the
+// sending direction's frame key, so it is per connection and per direction.
+Key ticketWrapKey(const Key& directionKey);
 
 // ------------------------------------------------------------------------------- frames
 // Builds one frame in place: reserve the header, append the payload, then seal.
@@ -278,6 +288,14 @@ class BatchWriter {
   size_t countPos_;
   uint32_t count_ = 0;
 };
+
+// TICKET_KEYS: nonce [12] | AES-256-GCM(count u8, count x (name [16], aes_key [32],
+// hmac_key [32], age_ms varint)) | GCM tag [16]. `nonce` must never repeat under one key
+// (the session draws it at random). False when there are too many keys.
+bool encodeTicketKeys(std::string& out, std::span<const repl::TicketKey> keys, const Key& wrapKey,
+                      std::span<const uint8_t, kTicketNonceSize> nonce);
+Result<std::vector<repl::TicketKey>> decodeTicketKeys(std::span<const uint8_t> p,
+                                                      const Key& wrapKey);
 
 // Payload decoders: reject truncation, trailing bytes, out-of-range values and non-canonical
 // integers, with a reason that names the field.

@@ -97,6 +97,11 @@ struct Service::Impl final : Transport, Events {
     Settings st = settings(std::move(key));
     highWater = st.highWatermark;
     session = std::make_unique<Session>(std::move(st), *this, source, sink, replica, *this, now());
+    if (pendingTicketKeys) {
+      // Ages were measured when the keys were handed over; the session ages them from there.
+      session->setTicketKeys(std::move(pendingTicketKeys->first), pendingTicketKeys->second);
+      pendingTicketKeys.reset();
+    }
     int rc = listener.listen(cfg.listen,
                              [this](std::unique_ptr<uv::TcpStream> s) { onAccept(std::move(s)); });
     if (rc != 0) {
@@ -218,6 +223,10 @@ struct Service::Impl final : Transport, Events {
     auto cb = std::move(it->second);
     transferCallbacks.erase(it);
     if (cb) cb(ok);
+  }
+  void onTicketKeys(std::vector<repl::TicketKey> keys) override {
+    HALB_LOG(Debug, kLog) << "peer sent " << keys.size() << " TLS ticket keys";
+    if (hooks.onTicketKeys) hooks.onTicketKeys(std::move(keys));
   }
   void onTransferReceived(uint64_t id, size_t n) override {
     HALB_LOG(Debug, kLog) << "transfer " << id << ": " << n << " connections received";
@@ -363,6 +372,8 @@ struct Service::Impl final : Transport, Events {
   std::optional<SocketAddress> peer;
   SocketAddress listenAddr;
   std::map<uint64_t, std::function<void(bool)>> transferCallbacks;
+  // Ticket keys handed over before start(), and when.
+  std::optional<std::pair<std::vector<repl::TicketKey>, TimePoint>> pendingTicketKeys;
   std::unique_ptr<Session> session;  // after links: destroyed first (it may call close)
   std::string lastLossReason;
   uint64_t lastSnapshotsLogged = 0;
@@ -429,6 +440,16 @@ bool Service::transfer(std::vector<repl::ConnEntry> entries, std::function<void(
   impl_->transferCallbacks[id] = std::move(done);
   impl_->afterEvent();
   return true;
+}
+
+void Service::setTicketKeys(std::vector<repl::TicketKey> keys) {
+  if (!impl_->session) {
+    // Not started: keep them; start() hands them over (their ages stay right).
+    impl_->pendingTicketKeys.emplace(std::move(keys), impl_->now());
+    return;
+  }
+  impl_->session->setTicketKeys(std::move(keys), impl_->now());
+  impl_->afterEvent();
 }
 
 std::vector<repl::ConnEntry> Service::takeConnections() {
@@ -528,6 +549,12 @@ void Service::writeMetrics(PromWriter& w) const {
            static_cast<double>(m.transfersFailed));
   w.sample("halb_statesync_transfers_total", {{"result", "received"}},
            static_cast<double>(m.transfersReceived));
+  w.family("halb_statesync_ticket_key_sets_total", "counter",
+           "TLS session-ticket key sets exchanged with the peer");
+  w.sample("halb_statesync_ticket_key_sets_total", {{"direction", "sent"}},
+           static_cast<double>(m.ticketKeySetsSent));
+  w.sample("halb_statesync_ticket_key_sets_total", {{"direction", "received"}},
+           static_cast<double>(m.ticketKeySetsReceived));
   {
     std::vector<uint64_t> counts;
     double sum = 0;

@@ -35,6 +35,9 @@ struct Hooks {
   std::function<void(std::string_view reason)> onPeerLost;
   // A full copy of the peer's tables is applied: vrrp's preemption gate.
   std::function<void()> onSyncComplete;
+  // The peer's TLS session-ticket keys (whole set, ages at receipt): merge them into this
+  // node's (balancer::TicketKeys::merge) so tickets either node sealed open on both.
+  std::function<void(std::vector<repl::TicketKey>)> onTicketKeys;
 };
 
 // Knobs that are not configuration: tests and benchmarks use them.
@@ -77,6 +80,10 @@ class Service {
   // gets true once the peer stored them, false on timeout or a broken link. False when there
   // is no peer (done is not called then).
   bool transfer(std::vector<repl::ConnEntry> entries, std::function<void(bool)> done);
+  // This node's TLS session-ticket keys (whole set, ages now); sent to the peer at once when
+  // connected (protocol version 2), and again on every new connection. May be called before
+  // start().
+  void setTicketKeys(std::vector<repl::TicketKey> keys);
   // The peer's connections as replicated so far; the store is emptied. Call on becoming master.
   std::vector<repl::ConnEntry> takeConnections();
   size_t replicaSize() const;

@@ -1,5 +1,7 @@
 #include "statesync/session.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -539,6 +541,7 @@ void Session::activate(Conn& c, TimePoint now, bool announce) {
     startSnapshot(c, wire::SnapshotReason::NewSession, now);
   }
   sendHeartbeat(c, now);
+  sendTicketKeys(c, now);
   if (announce) events_.onPeerUp(peerName_);
   pump(now);
 }
@@ -610,6 +613,15 @@ void Session::dispatch(Conn& c, const wire::RawFrame& f, TimePoint now) {
         ++metrics_.transfersAcked;
         events_.onTransferDone(m->transferId, true);
       }
+      return;
+    }
+    case MsgType::TicketKeys: {
+      if (c.version < wire::kVersionTicketKeys)
+        return bad("TICKET_KEYS in a version " + std::to_string(c.version) + " session");
+      auto m = wire::decodeTicketKeys(f.payload, wire::ticketWrapKey(c.rxKey));
+      if (!m) return bad(m.error());
+      ++metrics_.ticketKeySetsReceived;
+      events_.onTicketKeys(std::move(m).value());
       return;
     }
     case MsgType::Close: {
@@ -974,6 +986,27 @@ uint64_t Session::transfer(const std::vector<repl::ConnEntry>& entries, TimePoin
   transfers_[id] = now + s_.transferTimeout;
   ++metrics_.transfersSent;
   return id;
+}
+
+void Session::setTicketKeys(std::vector<repl::TicketKey> keys, TimePoint now) {
+  ticketKeys_ = std::move(keys);
+  ticketKeysAt_ = now;
+  if (Conn* c = active_ ? find(active_) : nullptr; c && c->phase == Phase::Established)
+    sendTicketKeys(*c, now);
+}
+
+void Session::sendTicketKeys(Conn& c, TimePoint now) {
+  if (ticketKeys_.empty() || c.version < wire::kVersionTicketKeys) return;
+  std::vector<repl::TicketKey> keys = ticketKeys_;
+  for (auto& k : keys) k.age += now - ticketKeysAt_;
+  std::array<uint8_t, wire::kTicketNonceSize> nonce{};
+  s_.random(nonce);
+  std::string payload;
+  if (!wire::encodeTicketKeys(payload, keys, wire::ticketWrapKey(c.txKey), nonce)) return;
+  for (auto& k : keys) OPENSSL_cleanse(&k, sizeof k);
+  ++metrics_.ticketKeySetsSent;
+  send(c, MsgType::TicketKeys, payload);
+  OPENSSL_cleanse(payload.data(), payload.size());
 }
 
 void Session::shutdown(TimePoint now) {

@@ -67,6 +67,8 @@ class Events {
   virtual void onResync(std::string_view /*reason*/) {}
   virtual void onTransferDone(uint64_t /*transferId*/, bool /*acknowledged*/) {}
   virtual void onTransferReceived(uint64_t /*transferId*/, size_t /*entries*/) {}
+  // The peer's TLS session-ticket keys (protocol version 2); ages are at the time of receipt.
+  virtual void onTicketKeys(std::vector<repl::TicketKey> /*keys*/) {}
 };
 
 struct Settings {
@@ -130,6 +132,7 @@ struct Metrics {
   uint64_t refusals = 0;
   uint64_t protocolErrors = 0;
   uint64_t transfersSent = 0, transfersAcked = 0, transfersFailed = 0, transfersReceived = 0;
+  uint64_t ticketKeySetsSent = 0, ticketKeySetsReceived = 0;
 };
 
 // Snapshot-duration buckets: a small table takes milliseconds, a million entries seconds.
@@ -165,6 +168,9 @@ class Session {
   // Sends `entries` in one TRANSFER frame; onTransferDone(id, true) once the peer stored them.
   // Returns 0 (and reports nothing) when there is no peer or the entries do not fit a frame.
   uint64_t transfer(const std::vector<repl::ConnEntry>& entries, TimePoint now);
+  // This node's TLS session-ticket keys (the whole set; ages at `now`). Sent to the peer now
+  // if it speaks protocol version 2, and again whenever a connection becomes active.
+  void setTicketKeys(std::vector<repl::TicketKey> keys, TimePoint now);
   // Says goodbye on every connection and stops reconnecting.
   void shutdown(TimePoint now);
 
@@ -230,6 +236,7 @@ class Session {
   void sendUpdates(Conn& c, TimePoint now);
   void sendChunk(Conn& c, TimePoint now);
   void sendHeartbeat(Conn& c, TimePoint now);
+  void sendTicketKeys(Conn& c, TimePoint now);
 
   // connections
   void send(Conn& c, wire::MsgType type, std::string_view payload);
@@ -299,6 +306,10 @@ class Session {
   };
   std::array<OffsetSample, 16> offsetSamples_{};
   size_t offsetSampleCount_ = 0;
+
+  // TLS ticket keys to keep the peer supplied with, and when their ages were measured.
+  std::vector<repl::TicketKey> ticketKeys_;
+  TimePoint ticketKeysAt_{};
 
   std::map<uint64_t, TimePoint> transfers_;  // id -> deadline
   uint64_t nextTransferId_ = 1;

@@ -530,7 +530,7 @@ TEST(CodecReject, Headers) {
     return decodeHeader(bytes(f), kMaxPayload).ok();
   };
   EXPECT_FALSE(with(0, 'G'));  // "GET ..." is not a peer
-  EXPECT_FALSE(with(2, 2));    // frame version 2
+  EXPECT_FALSE(with(2, 3));    // frame version 3 (this build speaks 1 and 2)
   EXPECT_FALSE(with(2, 0));
   EXPECT_FALSE(with(3, 0x55));                      // unknown type
   EXPECT_FALSE(with(4, 1));                         // length 16 MiB + 8
@@ -595,6 +595,67 @@ TEST(FrameReader, DetectsAnyFlippedBit) {
   auto f = r.next();
   ASSERT_TRUE(f && f.value());
   EXPECT_FALSE(verifyFrame(**f, other));
+}
+
+}  // namespace
+}  // namespace halb::statesync::wire
+
+// ------------------------------------------------------------------------------ ticket keys
+
+namespace halb::statesync::wire {
+namespace {
+
+std::vector<repl::TicketKey> sampleKeys(size_t n) {
+  std::vector<repl::TicketKey> keys(n);
+  for (size_t i = 0; i < n; ++i) {
+    keys[i].name.fill(static_cast<uint8_t>(i + 1));
+    keys[i].aesKey.fill(static_cast<uint8_t>(0x40 + i));
+    keys[i].hmacKey.fill(static_cast<uint8_t>(0x80 + i));
+    keys[i].age = std::chrono::milliseconds(1000 * i + 7);
+  }
+  return keys;
+}
+
+TEST(TicketKeysCodec, RoundTripsEncrypted) {
+  Key frameKey{};
+  frameKey.fill(9);
+  Key wrap = ticketWrapKey(frameKey);
+  EXPECT_NE(wrap, frameKey);
+  std::array<uint8_t, kTicketNonceSize> nonce{};
+  nonce.fill(3);
+  auto keys = sampleKeys(3);
+  std::string p;
+  ASSERT_TRUE(encodeTicketKeys(p, keys, wrap, nonce));
+  // nonce + count + 3 x 80 key bytes + ages 7, 1007, 2007 ms (1 + 2 + 2 varint bytes) + tag
+  EXPECT_EQ(p.size(), kTicketNonceSize + 1 + 3 * 80 + 5 + kTicketTagSize);
+  // No key material in the clear.
+  EXPECT_EQ(p.find(std::string(32, '\x40')), std::string::npos);
+  EXPECT_EQ(p.find(std::string(16, '\x01')), std::string::npos);
+  auto back = decodeTicketKeys(bytes(p), wrap);
+  ASSERT_TRUE(back.ok()) << back.error();
+  EXPECT_EQ(*back, keys);
+}
+
+TEST(TicketKeysCodec, RefusesTheWrongKeyTamperingAndBadCounts) {
+  Key wrap{}, other{};
+  other.fill(1);
+  std::array<uint8_t, kTicketNonceSize> nonce{};
+  std::string p;
+  ASSERT_TRUE(encodeTicketKeys(p, sampleKeys(2), wrap, nonce));
+  EXPECT_FALSE(decodeTicketKeys(bytes(p), other).ok());
+  for (size_t i = 0; i < p.size(); i += 7) {
+    std::string t = p;
+    t[i] ^= 1;
+    EXPECT_FALSE(decodeTicketKeys(bytes(t), wrap).ok()) << "byte " << i;
+  }
+  EXPECT_FALSE(decodeTicketKeys(bytes(p.substr(0, 20)), wrap).ok());
+  std::string big;
+  EXPECT_FALSE(encodeTicketKeys(big, sampleKeys(kMaxTicketKeys + 1), wrap, nonce));
+  std::string none;
+  ASSERT_TRUE(encodeTicketKeys(none, {}, wrap, nonce));
+  auto empty = decodeTicketKeys(bytes(none), wrap);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
 }
 
 }  // namespace

@@ -101,6 +101,44 @@ TEST_F(SessionTest, HandshakeReplicatesBothTablesAndReportsUp) {
   EXPECT_EQ(b->events.peerLost, 0);
 }
 
+TEST_F(SessionTest, TicketKeysReachThePeerWithTheirAgesAndOnEveryNewConnection) {
+  pair();
+  std::vector<repl::TicketKey> keys(2);
+  keys[0].name.fill(1);
+  keys[0].aesKey.fill(2);
+  keys[0].age = 10s;
+  keys[1].name.fill(3);
+  keys[1].age = 0s;
+  a->session->setTicketKeys(keys, now());  // before any connection: kept for later
+  net.run(2s);
+  ASSERT_TRUE(bothInSync());
+  // Both nodes dial; the connection that loses the tie-break may have carried a copy too.
+  ASSERT_GE(b->events.ticketKeys.size(), 1u);
+  const auto got = b->events.ticketKeys.back();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].name, keys[0].name);
+  EXPECT_EQ(got[0].aesKey, keys[0].aesKey);
+  // Aged by the time that passed before the connection came up (about 2 s at most here).
+  EXPECT_GE(got[0].age, 10s);
+  EXPECT_LT(got[0].age, 12s);
+  EXPECT_TRUE(a->events.ticketKeys.empty());  // b has none to send
+  // A change is sent at once.
+  size_t before = b->events.ticketKeys.size();
+  keys.pop_back();
+  a->session->setTicketKeys(keys, now());
+  net.run(50ms);
+  ASSERT_EQ(b->events.ticketKeys.size(), before + 1);
+  EXPECT_EQ(b->events.ticketKeys.back().size(), 1u);
+  // The link breaks and comes back: the set is sent again.
+  before = b->events.ticketKeys.size();
+  a->ep.cutAll();
+  ASSERT_TRUE(net.runUntil([&] { return bothInSync(); }, 5s));
+  net.run(50ms);
+  EXPECT_GT(b->events.ticketKeys.size(), before);
+  EXPECT_EQ(b->events.ticketKeys.back().size(), 1u);
+  EXPECT_EQ(b->session->metrics().ticketKeySetsReceived, b->events.ticketKeys.size());
+}
+
 TEST_F(SessionTest, SnapshotTtlIsTheRemainingLifetime) {
   pair();
   b->ep.accepting = false;

@@ -224,6 +224,9 @@ struct RecordingEvents : Events {
   std::string lastLoss, lastRefusal, lastAuthFailure, lastProtocolError;
   std::map<uint64_t, bool> transfers;
   std::vector<uint64_t> transfersReceived;
+  std::vector<std::vector<repl::TicketKey>> ticketKeys;
+
+  void onTicketKeys(std::vector<repl::TicketKey> keys) override { ticketKeys.push_back(std::move(keys)); }
 
   void onPeerUp(std::string_view n) override {
     ++peerUp;
