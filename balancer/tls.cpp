@@ -515,6 +515,26 @@ SSL* ClientTls::newSsl(uint64_t serverId, const SocketAddress& server, bool alpn
   return ssl;
 }
 
+Result<TlsContextsPtr> buildTlsContexts(const config::Config& config,
+                                        std::shared_ptr<TicketKeys> keys) {
+  auto out = std::make_shared<TlsContexts>();
+  out->frontends.resize(config.frontends.size());
+  for (size_t i = 0; i < config.frontends.size(); ++i) {
+    const config::Frontend& f = config.frontends[i];
+    if (!f.tls) continue;
+    auto s = ServerTls::build(f, config, keys);
+    if (!s.ok()) return Error{s.error()};
+    out->frontends[i] = *s;
+  }
+  for (const config::Backend& b : config.backends) {
+    if (!b.tls) continue;
+    auto c = ClientTls::build(b);
+    if (!c.ok()) return Error{c.error()};
+    out->backends.emplace(b.id, *c);
+  }
+  return TlsContextsPtr(std::move(out));
+}
+
 std::string ClientTls::verifyError(SSL* ssl) {
   long r = SSL_get_verify_result(ssl);
   if (r == X509_V_OK) return {};

@@ -220,6 +220,25 @@ class ClientTls : public std::enable_shared_from_this<ClientTls> {
   mutable std::unordered_map<uint64_t, SSL_SESSION*> sessions_;
 };
 
+// ------------------------------------------------------------------------ per configuration
+
+// Every TLS context one configuration needs: per frontend with `tls:` (by index in
+// config.frontends) and per backend with `tls:` (by backend id). Built on the control thread
+// at start and on reload, then handed to the data plane, which uses the new set for new
+// connections while established ones keep theirs.
+struct TlsContexts {
+  std::vector<std::shared_ptr<ServerTls>> frontends;  // index = frontend index; null = no TLS
+  std::unordered_map<uint64_t, std::shared_ptr<ClientTls>> backends;
+  const ClientTls* backend(uint64_t id) const {
+    auto it = backends.find(id);
+    return it == backends.end() ? nullptr : it->second.get();
+  }
+};
+using TlsContextsPtr = std::shared_ptr<const TlsContexts>;
+// Fails (naming the frontend or backend and the file) when a file cannot be used.
+Result<TlsContextsPtr> buildTlsContexts(const config::Config& config,
+                                        std::shared_ptr<TicketKeys> keys);
+
 // Whether the handshake resumed a session.
 bool sessionResumed(SSL* ssl);
 // The negotiated ALPN protocol ("" when none).
