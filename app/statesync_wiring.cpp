@@ -42,6 +42,9 @@ std::unique_ptr<StateSyncNode> StateSyncNode::start(Node& node, StateSyncPorts p
   hooks.onSyncComplete = [self] {
     if (self->ports_.setSyncReady) self->ports_.setSyncReady(true);
   };
+  hooks.onTicketKeys = [self](std::vector<repl::TicketKey> keys) {
+    if (self->ports_.onTicketKeys) self->ports_.onTicketKeys(std::move(keys));
+  };
   s->service_ = std::make_unique<statesync::Service>(
       node.loop(), cfg, *s->ports_.source, *s->ports_.sink, s->ports_.queues, std::move(hooks));
   if (!s->service_->start(error)) return nullptr;

@@ -6,6 +6,7 @@
 //   statesync onPeerLost      -> vrrp::Instance::onPeerLost (fast death hint, confirmed by adverts)
 //   statesync onSyncComplete  -> vrrp::Instance::setSyncReady(true) (preemption gate; vrrp
 //                                bounds the wait by statesync.sync_wait itself)
+//   statesync onTicketKeys    -> TlsNode::onPeerKeys (TLS resumption across a failover)
 //   vrrp became master        -> becameMaster(): a new epoch for the stick tables
 //                                (StickTables::setEpoch), and the peer's connections to
 //                                re-create (issue 9)
@@ -35,6 +36,8 @@ struct StateSyncPorts {
   // is above it even before the peer's heartbeat said so; null = statesync's view only.
   std::function<uint32_t()> maxEpochSeen;
   std::function<void()> onPeerUp;
+  // The peer's TLS session-ticket keys -> TlsNode::onPeerKeys.
+  std::function<void(std::vector<repl::TicketKey>)> onTicketKeys;
 };
 
 class StateSyncNode {
