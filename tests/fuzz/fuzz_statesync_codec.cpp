@@ -5,9 +5,10 @@
 //   0..12  one payload decoder (by message), with a re-encode round trip on success
 //   13     the frame reader over a byte stream, whole and byte by byte
 //   14     a responder Session fed raw bytes by an unauthenticated peer
-//   15     an established Session fed messages the harness seals with the right keys and
-//          counters: [type u8][length u16][payload] ... ; type 0xff = advance time (payload
-//          byte = milliseconds)
+//   15     an established Session (protocol version kVersionMax) fed messages the harness
+//          seals with the right keys and counters: [type u8][length u16][payload] ... ;
+//          type 0xff = advance time (payload byte = milliseconds)
+//   16     the TICKET_KEYS decoder (decryption under a fixed key), re-encoded on success
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -103,6 +104,18 @@ void fuzzDecoder(uint8_t which, std::span<const uint8_t> p) {
   }
 }
 
+void fuzzTicketKeys(std::span<const uint8_t> p) {
+  Key wrap{};
+  wrap.fill(0x42);
+  auto m = decodeTicketKeys(p, wrap);
+  if (!m) return;
+  std::array<uint8_t, kTicketNonceSize> nonce{};
+  std::string again;
+  check(encodeTicketKeys(again, *m, wrap, nonce));
+  auto m2 = decodeTicketKeys(bytes(again), wrap);
+  check(m2.ok() && *m2 == *m);
+}
+
 void fuzzReader(std::span<const uint8_t> p) {
   auto frames = [](FrameReader& r, std::vector<Header>& out) {
     for (;;) {
@@ -179,10 +192,11 @@ void fuzzSession(std::span<const uint8_t> p, bool authenticated) {
   h.nodeName = "lb1";
   h.fingerprint = sha256(std::string_view("fp"));
   h.incarnation = 99;
+  h.version = kVersionMax;
   SessionKeys keys = deriveSessionKeys(bytes(kKey), bytes(challenge), h.nonce);
   std::string hello;
   encode(hello, h);
-  std::string f = sealFrame(1, MsgType::Hello, 0, hello, keys.initiatorToResponder);
+  std::string f = sealFrame(kVersionMax, MsgType::Hello, 0, hello, keys.initiatorToResponder);
   s.onData(1, bytes(f), clock.now());
   check(s.peerConnected());
   uint64_t counter = 1;
@@ -201,7 +215,7 @@ void fuzzSession(std::span<const uint8_t> p, bool authenticated) {
     }
     if (!isKnown(type)) continue;
     std::string frame =
-        sealFrame(1, static_cast<MsgType>(type), counter++,
+        sealFrame(kVersionMax, static_cast<MsgType>(type), counter++,
                   std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()),
                   keys.initiatorToResponder);
     s.onData(1, bytes(frame), clock.now());
@@ -213,11 +227,13 @@ void fuzzSession(std::span<const uint8_t> p, bool authenticated) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::span<const uint8_t> rest(data + 1, size - 1);
-  uint8_t mode = data[0] % 16;
+  uint8_t mode = data[0] % 17;
   if (mode <= 12)
     fuzzDecoder(mode, rest);
   else if (mode == 13)
     fuzzReader(rest);
+  else if (mode == 16)
+    fuzzTicketKeys(rest);
   else
     fuzzSession(rest, mode == 15);
   return 0;
