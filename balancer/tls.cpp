@@ -313,7 +313,10 @@ int onTicket(SSL* ssl, unsigned char keyName[16], unsigned char iv[EVP_MAX_IV_LE
     if (!setMacKey(hctx, k.hmacKey)) return -1;
     if (EVP_DecryptInit_ex(cctx, ticketCipher(), nullptr, k.aesKey.data(), iv) != 1) return -1;
     keys->opened.fetch_add(1, std::memory_order_relaxed);
-    if (i == 0 && snap->canSeal) return 1;
+    // TLS 1.3: always renew. OpenSSL issues post-handshake tickets on a resumption only when
+    // asked to, and a client should not reuse a ticket (RFC 8446 §C.4: reuse links its
+    // connections); a fresh one also restarts the ticket's age.
+    if (i == 0 && snap->canSeal && SSL_version(ssl) != TLS1_3_VERSION) return 1;
     keys->renewed.fetch_add(1, std::memory_order_relaxed);
     return 2;
   }
