@@ -9,6 +9,11 @@ namespace halb::app {
 using Args = std::vector<std::string>;
 
 int cmdCheck(const Args& args);
+int cmdRun(const Args& args);
+int cmdStatus(const Args& args);
+int cmdMetrics(const Args& args);
+int cmdHandover(const Args& args);
+int cmdReload(const Args& args);
 
 // Small argument helpers shared by the subcommands.
 struct ArgParser {

@@ -15,12 +15,19 @@ constexpr const char* kUsage =
     "usage: halb <command> [options]\n"
     "\n"
     "commands:\n"
+    "  run -c FILE [--node NAME]     run this node (the daemon; systemd starts it)\n"
     "  check -c FILE [--node NAME]   validate a configuration and print this node's settings\n"
+    "  status [ADMIN]                print a running node's state as JSON\n"
+    "  metrics [ADMIN]               print a running node's Prometheus metrics\n"
+    "  handover [ADMIN]              make a master hand mastership to its peer (maintenance)\n"
+    "  reload [ADMIN]                make a running node re-read its configuration\n"
     "  --version                     print the version\n"
     "  --help                        print this help\n"
     "\n"
     "One configuration file serves both nodes of a pair; --node picks the entry of nodes:\n"
-    "(default: the hostname). Documentation: docs/configuration.md\n";
+    "(default: the hostname). ADMIN is --admin HOST:PORT, or -c FILE [--node NAME] to take\n"
+    "the node's admin address from its configuration (default 127.0.0.1:9100).\n"
+    "Documentation: docs/configuration.md, docs/operations.md\n";
 
 struct Command {
   const char* name;
@@ -28,7 +35,9 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"check", halb::app::cmdCheck},
+    {"run", halb::app::cmdRun},           {"check", halb::app::cmdCheck},
+    {"status", halb::app::cmdStatus},     {"metrics", halb::app::cmdMetrics},
+    {"handover", halb::app::cmdHandover}, {"reload", halb::app::cmdReload},
 };
 
 }  // namespace

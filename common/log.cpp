@@ -1,5 +1,7 @@
 #include "common/log.h"
 
+#include "common/json.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -24,28 +26,6 @@ std::string timestamp() {
   size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
   std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms));
   return buf;
-}
-
-void appendJsonString(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char esc[8];
-          std::snprintf(esc, sizeof esc, "\\u%04x", c);
-          out += esc;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
 }
 
 }  // namespace
@@ -98,9 +78,9 @@ void write(Level l, std::string_view component, std::string_view message) {
   line.reserve(64 + message.size());
   if (gFormat.load(std::memory_order_relaxed) == Format::Json) {
     line += "{\"ts\":\"" + timestamp() + "\",\"level\":\"" + toString(l) + "\",\"component\":";
-    appendJsonString(line, component);
+    JsonWriter::escape(line, component);
     line += ",\"msg\":";
-    appendJsonString(line, message);
+    JsonWriter::escape(line, message);
     line += "}\n";
   } else {
     line += timestamp();

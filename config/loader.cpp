@@ -81,12 +81,17 @@ YAML::Node item(const YAML::Node& seq, size_t i) {
 }
 
 // The mark of the deepest node that exists along a path of keys and indexes.
-YAML::Mark markAt(YAML::Node n, std::initializer_list<std::variant<const char*, size_t>> steps) {
-  YAML::Mark m = n.Mark();
+// (yaml-cpp's Node::operator= writes through to the referenced node, so walking uses
+// std::optional::emplace, never assignment.)
+YAML::Mark markAt(const YAML::Node& root, std::initializer_list<std::variant<const char*, size_t>> steps) {
+  std::optional<YAML::Node> n(root);
+  YAML::Mark m = root.Mark();
   for (const auto& s : steps) {
-    n = std::holds_alternative<size_t>(s) ? item(n, std::get<size_t>(s)) : lookup(n, std::get<const char*>(s));
-    if (!n.IsDefined()) break;
-    m = n.Mark();
+    YAML::Node next = std::holds_alternative<size_t>(s) ? item(*n, std::get<size_t>(s))
+                                                        : lookup(*n, std::get<const char*>(s));
+    if (!next.IsDefined()) break;
+    m = next.Mark();
+    n.emplace(next);
   }
   return m;
 }
@@ -118,16 +123,15 @@ const char* kindOf(const YAML::Node& n) {
 // per-node overrides) takes precedence key by key, recursively.
 class MapView {
  public:
-  MapView(Reader& r, YAML::Node base, YAML::Node overlay, std::string path, YAML::Mark parentMark)
-      : r_(r), path_(std::move(path)), mark_(parentMark) {
-    auto check = [&](const YAML::Node& n, YAML::Node& into) {
+  MapView(Reader& r, const YAML::Node& base, const YAML::Node& overlay, std::string path, YAML::Mark parentMark)
+      : r_(r), base_(usable(base)), overlay_(usable(overlay)), path_(std::move(path)), mark_(parentMark) {
+    auto check = [&](const YAML::Node& n) {
       if (!n.IsDefined() || n.IsNull()) return;
       if (!n.IsMap()) {
         r_.error(n.Mark(), path_, std::string("must be a mapping, got ") + kindOf(n));
         bad_ = true;
         return;
       }
-      into = n;
       std::set<std::string> seen;
       for (auto it = n.begin(); it != n.end(); ++it) {
         std::string key = it->first.Scalar();
@@ -135,8 +139,8 @@ class MapView {
           r_.error(it->first.Mark(), join(key), "duplicate key '" + key + "'");
       }
     };
-    check(base, base_);
-    check(overlay, overlay_);
+    check(base);
+    check(overlay);
     if (base_.IsDefined() && base_.IsMap()) mark_ = base_.Mark();
   }
 
@@ -193,8 +197,14 @@ class MapView {
   }
 
  private:
+  // The node itself when it is a mapping, else an undefined node (never a yaml-cpp "zombie").
+  static YAML::Node usable(const YAML::Node& n) {
+    if (n.IsDefined() && n.IsMap()) return n;
+    return YAML::Node(YAML::NodeType::Undefined);
+  }
+
   Reader& r_;
-  YAML::Node base_{YAML::NodeType::Undefined}, overlay_{YAML::NodeType::Undefined};
+  YAML::Node base_, overlay_;
   std::string path_;
   YAML::Mark mark_;
   std::set<std::string> known_;
@@ -944,7 +954,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
 
   // Which node am I? Everything below may then be overridden under nodes.<me>.
   std::string want = opt.node.empty() ? hostname() : opt.node;
-  YAML::Node overlay(YAML::NodeType::Undefined);
+  std::optional<YAML::Node> overlayNode;
   MapView nodes = top.child("nodes");
   if (nodes.present()) {
     YAML::Node nn = top.get("nodes");
@@ -963,7 +973,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
       nm.finish();
       if (name == want) {
         c->self = n;
-        overlay = it->second;
+        overlayNode.emplace(it->second);
       } else {
         c->peers.push_back(n);
       }
@@ -981,6 +991,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
   } else {
     c->self.name = want;
   }
+  const YAML::Node overlay = overlayNode ? *overlayNode : YAML::Node(YAML::NodeType::Undefined);
   auto section = [&](const char* key) {
     top.get(key);
     return MapView(r, lookup(root, key), lookup(overlay, key), key, root.Mark());
@@ -988,8 +999,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
 
   // workers: "auto" or a count, overridable per node.
   {
-    YAML::Node w = lookup(overlay, "workers");
-    if (!w.IsDefined()) w = top.get("workers");
+    const YAML::Node w = lookup(overlay, "workers").IsDefined() ? lookup(overlay, "workers") : top.get("workers");
     std::string s;
     if (w.IsDefined() && !w.IsNull() && scalar(r, w, "workers", s) && s != "auto") {
       unsigned v = 0;
@@ -1070,7 +1080,8 @@ LoadResult finishResult(Reader& r, ConfigPtr c) {
   // One mistake can be reported from two angles at the same spot; say it once.
   errs.erase(std::unique(errs.begin(), errs.end(),
                          [](const ConfigError& a, const ConfigError& b) {
-                           return a.line == b.line && a.column == b.column && a.message == b.message;
+                           return a.line == b.line && a.column == b.column && a.path == b.path &&
+                                  a.message == b.message;
                          }),
              errs.end());
   for (auto& e : errs) (e.warning ? res.warnings : res.errors).push_back(std::move(e));

@@ -17,7 +17,7 @@ build_pkgs=(
   g++ cmake ninja-build ccache pkg-config git
   libboost1.81-dev libuv1-dev libyaml-cpp-dev libnl-3-dev libnl-route-3-dev
   libssl-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev
-  clang lld
+  clang libclang-rt-14-dev
 )
 # Tests, demo and benchmarks: namespaces, real peers and anchors to compare with.
 runtime_pkgs=(
