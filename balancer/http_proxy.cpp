@@ -78,8 +78,9 @@ enum class BodyResult : uint8_t { Ok, SrcClosed, SrcError, DstError, Timeout, In
 
 class HttpSession final : public Session, private RequestView {
  public:
-  HttpSession(Worker& w, tcp::socket client, uint64_t fi)
-      : Session(w, std::move(client), fi),
+  HttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr, const SocketAddress& listenAddr,
+             uint64_t fi)
+      : Session(w, std::move(client), clientAddr, listenAddr, fi),
         fe_(w.shared().frontends[fi]),
         req_(HeadParser::Kind::Request, limitsOf(w.config())),
         resp_(HeadParser::Kind::Response, limitsOf(w.config())),
@@ -440,11 +441,7 @@ class HttpSession final : public Session, private RequestView {
       co_return false;
     }
     releaseServer(serverReusable);
-    if (closeAfter) {
-      ErrorCode ec;
-      client_.shutdown(tcp::socket::shutdown_send, ec);
-      co_return false;
-    }
+    if (closeAfter) co_return false;  // run() closes: a FIN, as nothing is left unread
     co_return true;
   }
 
@@ -808,8 +805,9 @@ class HttpSession final : public Session, private RequestView {
 
 }  // namespace
 
-std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client, uint64_t frontendIndex) {
-  return std::make_shared<HttpSession>(w, std::move(client), frontendIndex);
+std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+                                         const SocketAddress& listenAddr, uint64_t frontendIndex) {
+  return std::make_shared<HttpSession>(w, std::move(client), clientAddr, listenAddr, frontendIndex);
 }
 
 }  // namespace halb::balancer::dp

@@ -55,8 +55,9 @@ struct Pipe {
 
 class TcpSession final : public Session {
  public:
-  TcpSession(Worker& w, tcp::socket client, uint64_t fi)
-      : Session(w, std::move(client), fi), server_(w.io()) {}
+  TcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr, const SocketAddress& listenAddr,
+             uint64_t fi)
+      : Session(w, std::move(client), clientAddr, listenAddr, fi), server_(w.io()) {}
 
   asio::awaitable<void> run() override {
     auto self = shared_from_this();
@@ -146,7 +147,7 @@ class TcpSession final : public Session {
         if (sticky) sticky->record(backend->id, key, server->id, now, emit);
         if (backend->config && backend->config->proxyProtocol == config::ProxyProtocol::V2) {
           ProxyV2Header hdr;
-          size_t len = encodeProxyV2(clientAddr_, frontendAddr_, hdr);
+          size_t len = encodeProxyV2(clientAddr_, frontendAddress(), hdr);
           arm(cfg.timeouts.connect);
           auto [wec, n] = co_await asio::async_write(server_, asio::buffer(hdr.data(), len), kUseTuple);
           disarm();
@@ -275,8 +276,9 @@ class TcpSession final : public Session {
 
 }  // namespace
 
-std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client, uint64_t frontendIndex) {
-  return std::make_shared<TcpSession>(w, std::move(client), frontendIndex);
+std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+                                         const SocketAddress& listenAddr, uint64_t frontendIndex) {
+  return std::make_shared<TcpSession>(w, std::move(client), clientAddr, listenAddr, frontendIndex);
 }
 
 }  // namespace halb::balancer::dp

@@ -96,18 +96,16 @@ asio::awaitable<ErrorCode> connectTo(tcp::socket& sock, const SocketAddress& ser
 // ---------------------------------------------------------------------------------------
 // Session
 
-Session::Session(Worker& worker, tcp::socket client, uint64_t frontendIndex)
+Session::Session(Worker& worker, tcp::socket client, const SocketAddress& clientAddr,
+                 const SocketAddress& listenAddr, uint64_t frontendIndex)
     : worker_(worker),
       client_(std::move(client)),
       frontendIndex_(frontendIndex),
       id_(worker.nextConnId()),
       started_(SteadyClock::now()),
+      clientAddr_(clientAddr),
+      frontendAddr_(listenAddr),
       timer_(worker.io()) {
-  ErrorCode ec;
-  auto remote = client_.remote_endpoint(ec);
-  if (!ec) clientAddr_ = toSocketAddress(remote);
-  auto local = client_.local_endpoint(ec);
-  if (!ec) frontendAddr_ = toSocketAddress(local);
   WorkerMetrics::inc(worker_.metrics().activeConnections);
   worker_.add(this);
 }
@@ -118,13 +116,22 @@ Session::~Session() {
   worker_.remove(this);
 }
 
-void Session::describe(repl::ConnEntry& e) const {
+const SocketAddress& Session::frontendAddress() {
+  if (frontendAddr_.ip.isUnspecified()) {
+    ErrorCode ec;
+    auto local = client_.local_endpoint(ec);
+    if (!ec) frontendAddr_ = toSocketAddress(local);
+  }
+  return frontendAddr_;
+}
+
+void Session::describe(repl::ConnEntry& e) {
   e.id = id_;
   e.frontendId = worker_.shared().frontends[frontendIndex_].id;
   e.backendId = backendId_;
   e.serverId = serverId_;
   e.client = clientAddr_;
-  e.frontend = frontendAddr_;
+  e.frontend = frontendAddress();
   e.serverLocal = serverLocal_;
   e.server = serverAddr_;
   e.startedUnixMs = std::chrono::duration_cast<milliseconds>(
@@ -208,6 +215,7 @@ Worker::Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools,
     ::getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len);
     auto proto = ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
     acceptors_.push_back(std::make_shared<tcp::acceptor>(io_, proto, l.fd));
+    listenAddrs_.push_back(SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss)));
   }
   tickTimer_ = std::make_unique<asio::steady_timer>(io_);
   drainTimer_ = std::make_unique<asio::steady_timer>(io_);
@@ -217,7 +225,7 @@ Worker::~Worker() { join(); }
 
 void Worker::start() {
   for (size_t i = 0; i < acceptors_.size(); ++i)
-    asio::co_spawn(io_, acceptLoop(listenerFds_[i].frontendIndex, acceptors_[i]),
+    asio::co_spawn(io_, acceptLoop(listenerFds_[i].frontendIndex, acceptors_[i], listenAddrs_[i]),
                    [](std::exception_ptr e) {
                      if (e) {
                        HALB_LOG(Error, "dataplane") << "accept loop ended by an exception";
@@ -331,12 +339,13 @@ std::unique_ptr<ServerConn> Worker::takeIdle(uint64_t serverId, TimePoint now) {
     std::unique_ptr<ServerConn> c = std::move(v.back());
     v.pop_back();
     --idleCount_;
+    ++c->idleGen;  // the pending idle watch (if it fires late) no longer matches
     if (now - c->idleSince >= config().timeouts.serverIdle) continue;
-    // A server that closed the idle connection has left a FIN (recv returns 0) or an RST
-    // (error) in the socket; stray bytes are just as disqualifying. Only EAGAIN means alive.
-    char probe;
-    ssize_t n = ::recv(c->sock.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return c;
+    // Stop watching for the server's close: the connection is ours again. No syscall: the
+    // wait is only an entry in the reactor's queue.
+    ErrorCode ec;
+    c->sock.cancel(ec);
+    return c;
   }
   return nullptr;
 }
@@ -347,6 +356,26 @@ void Worker::putIdle(std::unique_ptr<ServerConn> conn, TimePoint now) {
   if (v.size() >= kMaxIdlePerServer) return;  // closes it
   conn->idleSince = now;
   conn->buf.clear();
+  // Any readiness of an idle connection is the server closing it (FIN, RST) or stray bytes:
+  // either way it must not carry another request. Watching for it here keeps the per-request
+  // path free of a probing recv(2).
+  const uint64_t gen = ++conn->idleGen;
+  ServerConn* raw = conn.get();
+  const uint64_t serverId = conn->serverId;
+  conn->sock.async_wait(tcp::socket::wait_read, [this, raw, gen, serverId](const ErrorCode& ec) {
+    if (ec) return;  // cancelled: taken from the pool, or closed
+    auto it = idle_.find(serverId);
+    if (it == idle_.end()) return;
+    auto& vec = it->second;
+    for (size_t i = 0; i < vec.size(); ++i) {
+      // Compare the pointer and generation without dereferencing a stale pointer.
+      if (vec[i].get() == raw && vec[i]->idleGen == gen) {
+        vec.erase(vec.begin() + static_cast<ptrdiff_t>(i));
+        --idleCount_;
+        return;
+      }
+    }
+  });
   v.push_back(std::move(conn));
   ++idleCount_;
 }
@@ -414,14 +443,17 @@ void Worker::spawn(std::shared_ptr<Session> s) {
   });
 }
 
-asio::awaitable<void> Worker::acceptLoop(size_t frontendIndex, std::shared_ptr<tcp::acceptor> acceptor) {
+asio::awaitable<void> Worker::acceptLoop(size_t frontendIndex, std::shared_ptr<tcp::acceptor> acceptor,
+                                         SocketAddress listenAddr) {
   const config::Frontend& fe = *shared_.frontends[frontendIndex].cfg;
   const uint64_t perWorkerMax =
       (config().limits.maxConnections + shared_.workerCount - 1) / shared_.workerCount;
   Duration backoff = kAcceptBackoffMin;
   asio::steady_timer backoffTimer(io_);
   for (;;) {
-    auto [ec, sock] = co_await acceptor->async_accept(kUseTuple);
+    tcp::socket sock(io_);
+    tcp::endpoint peer;
+    auto [ec] = co_await acceptor->async_accept(sock, peer, kUseTuple);
     if (stopping_ || ec == asio::error::operation_aborted) break;
     if (ec) {
       WorkerMetrics::inc(metrics_.acceptErrors);
@@ -441,9 +473,11 @@ asio::awaitable<void> Worker::acceptLoop(size_t frontendIndex, std::shared_ptr<t
       HALB_LOG_EVERY(Warn, "dataplane", 1s) << "max_connections reached, refusing a connection";
       continue;  // closes it
     }
-    std::shared_ptr<Session> s = fe.mode == config::Mode::Tcp
-                                     ? makeTcpSession(*this, std::move(sock), frontendIndex)
-                                     : makeHttpSession(*this, std::move(sock), frontendIndex);
+    const SocketAddress client = toSocketAddress(peer);
+    std::shared_ptr<Session> s =
+        fe.mode == config::Mode::Tcp
+            ? makeTcpSession(*this, std::move(sock), client, listenAddr, frontendIndex)
+            : makeHttpSession(*this, std::move(sock), client, listenAddr, frontendIndex);
     spawn(std::move(s));
   }
 }

@@ -99,6 +99,7 @@ struct ServerConn {
   uint64_t backendId = 0;
   SocketAddress local, remote;
   TimePoint idleSince{};
+  uint64_t idleGen = 0;  // bumped on every pool entry/exit; matches the pending idle watch
   uint32_t requests = 0;
 };
 
@@ -107,7 +108,11 @@ struct ServerConn {
 // onTimeout() once the current deadline has passed.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Worker& worker, tcp::socket client, uint64_t frontendIndex);
+  // `client` comes from accept(2) itself and `listen` is the listener's address, so the
+  // per-connection path makes no getpeername/getsockname calls (only a wildcard listener
+  // needs getsockname, done lazily).
+  Session(Worker& worker, tcp::socket client, const SocketAddress& clientAddr,
+          const SocketAddress& listenAddr, uint64_t frontendIndex);
   virtual ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -121,7 +126,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Hard stop: cut everything now.
   virtual void abort() = 0;
   // Fills the replicated view of this connection (server side may be unset).
-  virtual void describe(repl::ConnEntry& e) const;
+  virtual void describe(repl::ConnEntry& e);
 
   void arm(Duration d);
   void disarm() { deadline_ = TimePoint::max(); }
@@ -139,6 +144,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
  protected:
   void onTimer(const ErrorCode& ec, uint64_t generation);
+  // The address the client connected to (the VIP); getsockname only for wildcard binds.
+  const SocketAddress& frontendAddress();
   void startWait();
 
   Worker& worker_;
@@ -146,7 +153,7 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t frontendIndex_;
   uint64_t id_;
   TimePoint started_;
-  SocketAddress clientAddr_, frontendAddr_;
+  SocketAddress clientAddr_;
   SocketAddress serverLocal_, serverAddr_;
   uint64_t backendId_ = 0, serverId_ = 0;
   uint64_t bytesIn_ = 0, bytesOut_ = 0;
@@ -154,6 +161,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool draining_ = false;
 
  private:
+  SocketAddress frontendAddr_;  // through frontendAddress()
   asio::steady_timer timer_;
   TimePoint deadline_ = TimePoint::max();
   TimePoint timerAt_ = TimePoint::max();
@@ -252,7 +260,8 @@ class Worker {
 
  private:
   void applyPools(PoolSnapshotPtr pools);
-  asio::awaitable<void> acceptLoop(size_t frontendIndex, std::shared_ptr<tcp::acceptor> acceptor);
+  asio::awaitable<void> acceptLoop(size_t frontendIndex, std::shared_ptr<tcp::acceptor> acceptor,
+                                   SocketAddress listenAddr);
   asio::awaitable<void> tickLoop();
   void tick(TimePoint now);
   void beginStop(Duration drain);
@@ -274,6 +283,7 @@ class Worker {
   std::unordered_map<uint64_t, std::unique_ptr<Histogram>> latency_;
   std::vector<ListenerFd> listenerFds_;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors_;
+  std::vector<SocketAddress> listenAddrs_;
   std::unique_ptr<asio::steady_timer> tickTimer_;
   std::unique_ptr<asio::steady_timer> drainTimer_;
   std::unordered_map<uint64_t, std::vector<std::unique_ptr<ServerConn>>> idle_;
@@ -290,8 +300,10 @@ class Worker {
 };
 
 // Session factories (tcp_proxy.cpp, http_proxy.cpp).
-std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client, uint64_t frontendIndex);
-std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client, uint64_t frontendIndex);
+std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+                                        const SocketAddress& listenAddr, uint64_t frontendIndex);
+std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+                                         const SocketAddress& listenAddr, uint64_t frontendIndex);
 
 // Shared helpers.
 void setNoDelay(tcp::socket& s);
