@@ -90,7 +90,6 @@ class HttpSession final : public Session, private RequestView {
   asio::awaitable<void> run() override {
     auto self = shared_from_this();
     const config::Config& cfg = worker_.config();
-    setNoDelay(client_);
     clientIp_ = clientAddr_.ip.toString();
     cbuf_ = worker_.takeBuffer();
     out_.reserve(1024);
@@ -310,7 +309,7 @@ class HttpSession final : public Session, private RequestView {
     TimePoint sentAt{};
     for (int attempt = 0;; ++attempt) {
       bool reused = false;
-      server = co_await acquireServer(cfg, *backend, sticky, attempt > 0, reused);
+      server = co_await acquireServer(cfg, *backend, sticky, attempt > 0, reqBody != BodyKind::None, reused);
       if (server == nullptr) {
         WorkerMetrics::inc(worker_.metrics().noServer);
         HALB_LOG_EVERY(Warn, "http", 1s) << "backend " << *backendName << ": no server available";
@@ -373,6 +372,7 @@ class HttpSession final : public Session, private RequestView {
     if (expect && !sentBody) {
       if (resp_.statusCode() == 100) {
         std::string_view head = sc_->buf.view().substr(0, resp_.headLength());
+        beforeClientWrite();
         auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()), kUseTuple);
         sc_->buf.consume(resp_.headLength());
         if (ec) {
@@ -472,7 +472,8 @@ class HttpSession final : public Session, private RequestView {
   // A server for this request: the sticky one if usable, else the algorithm's pick; a pooled
   // idle connection when there is one, else a new connection, with retries on other servers.
   asio::awaitable<const ServerView*> acquireServer(const config::Config& cfg, const BackendView& backend,
-                                                   StickTables* sticky, bool freshOnly, bool& reused) {
+                                                   StickTables* sticky, bool freshOnly, bool mustProbe,
+                                                   bool& reused) {
     const ServerView* stuck = nullptr;
     TimePoint now = SteadyClock::now();
     if (sticky && !stickKey_.empty()) {
@@ -501,7 +502,7 @@ class HttpSession final : public Session, private RequestView {
       }
       releaseServer(false);
       if (!freshOnly) {
-        if (auto c = worker_.takeIdle(server->id, now)) {
+        if (auto c = worker_.takeIdle(server->id, now, mustProbe)) {
           sc_ = std::move(c);
           reused = true;
           WorkerMetrics::inc(worker_.metrics().serverReuse);
@@ -575,7 +576,8 @@ class HttpSession final : public Session, private RequestView {
           if (code >= 200 || code == 101 || (code == 100 && stopAt100)) co_return st;
           // Interim response: pass it on and wait for the final one.
           std::string_view head = sc_->buf.view().substr(0, resp_.headLength());
-          auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()), kUseTuple);
+          beforeClientWrite();
+        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()), kUseTuple);
           if (ec) co_return ParseStatus::Error;
           sc_->buf.consume(resp_.headLength());
           resp_.reset();
@@ -622,6 +624,7 @@ class HttpSession final : public Session, private RequestView {
       if (prefixPending || take > 0) {
         std::array<asio::const_buffer, 2> bufs{asio::buffer(prefix.data(), prefixPending ? prefix.size() : 0),
                                                asio::buffer(buf.data(), take)};
+        if (!toServer) beforeClientWrite();
         auto [ec, n] = co_await asio::async_write(dst, bufs, kUseTuple);
         if (ec) co_return timedOut_ ? BodyResult::Timeout : BodyResult::DstError;
         if (!toServer) {
@@ -657,9 +660,11 @@ class HttpSession final : public Session, private RequestView {
     // out_ holds the 101 head for the client; send it with what the server already sent.
     {
       std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(sc_->buf.data(), sc_->buf.size())};
+      beforeClientWrite();
       auto [ec, n] = co_await asio::async_write(client_, bufs, kUseTuple);
       if (ec) co_return;
       sc_->buf.clear();
+      beforeClientWrite();  // the tunnel writes small frames
     }
     co_await (pumpTunnel(client_, cbuf_, sc_->sock, true) && pumpTunnel(sc_->sock, sc_->buf, client_, false));
   }
@@ -753,6 +758,16 @@ class HttpSession final : public Session, private RequestView {
     out_.append("\r\n");
   }
 
+  // TCP_NODELAY only from the second write on: the first write of a connection leaves at
+  // once anyway (nothing is unacknowledged yet), so a one-request connection saves the
+  // setsockopt; later small writes must not wait for an ACK (Nagle + delayed ACK).
+  void beforeClientWrite() {
+    if (clientWrites_++ > 0 && !clientNoDelay_) {
+      setNoDelay(client_);
+      clientNoDelay_ = true;
+    }
+  }
+
   void countResponse(int status) {
     size_t cls = static_cast<size_t>(status / 100);
     if (cls > 5) cls = 5;
@@ -801,6 +816,8 @@ class HttpSession final : public Session, private RequestView {
   Phase phase_ = Phase::Head;
   Duration tunnelIdle_{};
   bool clientKeepAlive_ = true;
+  bool clientNoDelay_ = false;
+  uint32_t clientWrites_ = 0;
 };
 
 }  // namespace

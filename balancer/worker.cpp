@@ -23,6 +23,7 @@ constexpr Duration kTick = 250ms;
 constexpr uint64_t kPublishEveryTicks = 4;  // 1 s
 constexpr Duration kConnPublishDelay = 1s;
 constexpr size_t kMaxIdlePerServer = 256;
+constexpr Duration kTrustIdle = 1s;  // see takeIdle()
 constexpr size_t kMaxFreeBuffers = 1024;
 constexpr Duration kAcceptBackoffMin = 10ms;
 constexpr Duration kAcceptBackoffMax = 1s;
@@ -331,7 +332,7 @@ void Worker::forEachLatency(const std::function<void(uint64_t, const Histogram&)
 
 void Worker::emitChange(repl::Change&& c) { changes_.push(std::move(c)); }
 
-std::unique_ptr<ServerConn> Worker::takeIdle(uint64_t serverId, TimePoint now) {
+std::unique_ptr<ServerConn> Worker::takeIdle(uint64_t serverId, TimePoint now, bool mustProbe) {
   auto it = idle_.find(serverId);
   if (it == idle_.end()) return nullptr;
   auto& v = it->second;
@@ -339,15 +340,26 @@ std::unique_ptr<ServerConn> Worker::takeIdle(uint64_t serverId, TimePoint now) {
     std::unique_ptr<ServerConn> c = std::move(v.back());
     v.pop_back();
     --idleCount_;
-    ++c->idleGen;  // the pending idle watch (if it fires late) no longer matches
-    if (now - c->idleSince >= config().timeouts.serverIdle) continue;
-    // Stop watching for the server's close: the connection is ours again. No syscall: the
-    // wait is only an entry in the reactor's queue.
-    ErrorCode ec;
-    c->sock.cancel(ec);
+    const Duration idle = now - c->idleSince;
+    if (idle >= config().timeouts.serverIdle) continue;
+    // A connection parked a moment ago is trusted without a syscall (a server does not close
+    // a keep-alive connection within a second of answering on it, and a bodyless request
+    // that meets such a close is resent on a fresh connection). Older ones, and any about to
+    // carry a body that could not be resent, are probed: a server that closed leaves a FIN
+    // (recv returns 0) or an RST (error); stray bytes disqualify as well. Only EAGAIN means
+    // alive.
+    if (mustProbe || idle >= kTrustIdle) {
+      if (!probeAlive(*c)) continue;
+    }
     return c;
   }
   return nullptr;
+}
+
+bool Worker::probeAlive(ServerConn& c) {
+  char probe;
+  ssize_t n = ::recv(c.sock.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 void Worker::putIdle(std::unique_ptr<ServerConn> conn, TimePoint now) {
@@ -356,26 +368,6 @@ void Worker::putIdle(std::unique_ptr<ServerConn> conn, TimePoint now) {
   if (v.size() >= kMaxIdlePerServer) return;  // closes it
   conn->idleSince = now;
   conn->buf.clear();
-  // Any readiness of an idle connection is the server closing it (FIN, RST) or stray bytes:
-  // either way it must not carry another request. Watching for it here keeps the per-request
-  // path free of a probing recv(2).
-  const uint64_t gen = ++conn->idleGen;
-  ServerConn* raw = conn.get();
-  const uint64_t serverId = conn->serverId;
-  conn->sock.async_wait(tcp::socket::wait_read, [this, raw, gen, serverId](const ErrorCode& ec) {
-    if (ec) return;  // cancelled: taken from the pool, or closed
-    auto it = idle_.find(serverId);
-    if (it == idle_.end()) return;
-    auto& vec = it->second;
-    for (size_t i = 0; i < vec.size(); ++i) {
-      // Compare the pointer and generation without dereferencing a stale pointer.
-      if (vec[i].get() == raw && vec[i]->idleGen == gen) {
-        vec.erase(vec.begin() + static_cast<ptrdiff_t>(i));
-        --idleCount_;
-        return;
-      }
-    }
-  });
   v.push_back(std::move(conn));
   ++idleCount_;
 }
@@ -498,7 +490,10 @@ void Worker::tick(TimePoint now) {
   const Duration serverIdle = config().timeouts.serverIdle;
   for (auto& [id, v] : idle_) {
     size_t before = v.size();
-    std::erase_if(v, [&](const std::unique_ptr<ServerConn>& c) { return now - c->idleSince >= serverIdle; });
+    std::erase_if(v, [&](const std::unique_ptr<ServerConn>& c) {
+      const Duration idle = now - c->idleSince;
+      return idle >= serverIdle || (idle >= kTrustIdle && !probeAlive(*c));
+    });
     idleCount_ -= before - v.size();
   }
   if (tickCount_ % kPublishEveryTicks != 0) return;

@@ -99,7 +99,6 @@ struct ServerConn {
   uint64_t backendId = 0;
   SocketAddress local, remote;
   TimePoint idleSince{};
-  uint64_t idleGen = 0;  // bumped on every pool entry/exit; matches the pending idle watch
   uint32_t requests = 0;
 };
 
@@ -244,7 +243,7 @@ class Worker {
   void emitChange(repl::Change&& c);
 
   // Idle server connections, per server, bounded; checked for a close by the server.
-  std::unique_ptr<ServerConn> takeIdle(uint64_t serverId, TimePoint now);
+  std::unique_ptr<ServerConn> takeIdle(uint64_t serverId, TimePoint now, bool mustProbe);
   void putIdle(std::unique_ptr<ServerConn> conn, TimePoint now);
 
   // Buffers recycled across connections.
@@ -260,6 +259,7 @@ class Worker {
 
  private:
   void applyPools(PoolSnapshotPtr pools);
+  static bool probeAlive(ServerConn& c);
   asio::awaitable<void> acceptLoop(size_t frontendIndex, std::shared_ptr<tcp::acceptor> acceptor,
                                    SocketAddress listenAddr);
   asio::awaitable<void> tickLoop();
