@@ -74,6 +74,25 @@ const std::string& errorResponse(int code) {
 
 char lowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
+// IpAddress::toString goes through inet_ntop (printf machinery); IPv4, the common case, is
+// formatted by hand since it is done once per client connection.
+void formatIp(const IpAddress& ip, std::string& out) {
+  if (!ip.isV4()) {
+    out = ip.toString();
+    return;
+  }
+  char buf[16];
+  char* p = buf;
+  for (size_t i = 0; i < 4; ++i) {
+    unsigned v = ip.data()[i];
+    if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+    if (v >= 10) *p++ = static_cast<char>('0' + (v / 10) % 10);
+    *p++ = static_cast<char>('0' + v % 10);
+    if (i < 3) *p++ = '.';
+  }
+  out.assign(buf, static_cast<size_t>(p - buf));
+}
+
 enum class BodyResult : uint8_t { Ok, SrcClosed, SrcError, DstError, Timeout, Invalid };
 
 class HttpSession final : public Session, private RequestView {
@@ -90,7 +109,7 @@ class HttpSession final : public Session, private RequestView {
   asio::awaitable<void> run() override {
     auto self = shared_from_this();
     const config::Config& cfg = worker_.config();
-    clientIp_ = clientAddr_.ip.toString();
+    formatIp(clientAddr_.ip, clientIp_);
     cbuf_ = worker_.takeBuffer();
     out_.reserve(1024);
     bool first = true;
