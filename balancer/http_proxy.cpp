@@ -319,7 +319,14 @@ class HttpSession final : public Session, private RequestView {
     cbuf_.consume(headLen);
     reqChunks_.reset();
     uint64_t reqRemaining = reqBody == BodyKind::Length ? req_.contentLength() : 0;
-    const bool expect = req_.expectContinue() && reqBody != BodyKind::None;
+    // Expect: 100-continue is answered here (as nginx does) and not forwarded: the body then
+    // streams like any other, and a server that ignores expectations cannot stall it.
+    if (req_.expectContinue() && reqBody != BodyKind::None && cbuf_.empty()) {
+      static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+      beforeClientWrite();
+      auto [ec, n] = co_await asio::async_write(client_, asio::buffer(k100.data(), k100.size()), kUseTuple);
+      if (ec) co_return false;
+    }
 
     // Server connection + send, with one resend on a fresh connection when a pooled one
     // turns out dead and nothing of the request could have been processed (no body).
@@ -342,7 +349,7 @@ class HttpSession final : public Session, private RequestView {
       activeStats_ = server->stats;
       sentAt = SteadyClock::now();
       BodyResult r;
-      if (reqBody == BodyKind::None || expect) {
+      if (reqBody == BodyKind::None) {
         phase_ = Phase::ServerResponse;
         arm(cfg.timeouts.serverResponse);
         auto [ec, n] = co_await asio::async_write(sc_->sock, asio::buffer(out_), kUseTuple);
@@ -354,7 +361,7 @@ class HttpSession final : public Session, private RequestView {
         sentBody = true;
       }
       if (r == BodyResult::Ok) {
-        ParseStatus st = co_await readResponseHead(cfg, expect && !sentBody);
+        ParseStatus st = co_await readResponseHead(cfg);
         if (st == ParseStatus::Complete) break;
         if (st == ParseStatus::Incomplete && reused && reqBody == BodyKind::None && attempt == 0 &&
             !timedOut_) {
@@ -386,36 +393,6 @@ class HttpSession final : public Session, private RequestView {
     }
     Histogram* lat = worker_.latency(backend->id);
     lat->observe(std::chrono::duration<double>(SteadyClock::now() - sentAt).count());
-
-    // 100-continue: the server agreed, now the body.
-    if (expect && !sentBody) {
-      if (resp_.statusCode() == 100) {
-        std::string_view head = sc_->buf.view().substr(0, resp_.headLength());
-        beforeClientWrite();
-        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()), kUseTuple);
-        sc_->buf.consume(resp_.headLength());
-        if (ec) {
-          dropActive();
-          releaseServer(false);
-          co_return false;
-        }
-        phase_ = Phase::Body;
-        out_.clear();
-        BodyResult r = co_await forwardBody(client_, cbuf_, sc_->sock, reqBody, reqRemaining,
-                                            reqChunks_, cfg.timeouts.requestBody, out_, true);
-        sentBody = true;
-        if (r != BodyResult::Ok || co_await readResponseHead(cfg, false) != ParseStatus::Complete) {
-          dropActive();
-          releaseServer(false);
-          co_await sendErrorAndClose(r == BodyResult::Ok && timedOut_ ? 504 : 502);
-          co_return false;
-        }
-      } else {
-        // A final answer without the body: the body may or may not follow; only closing
-        // keeps the framing of the connection unambiguous.
-        clientKeepAlive_ = false;
-      }
-    }
 
     // Response.
     const int status = resp_.statusCode();
@@ -574,10 +551,10 @@ class HttpSession final : public Session, private RequestView {
     sc_.reset();
   }
 
-  // Reads the server's response head into sc_->buf. Interim 1xx responses (but 101, and
-  // 100 when the caller waits for it) are forwarded to the client as they come.
+  // Reads the server's response head into sc_->buf. Interim 1xx responses (but 101) are
+  // forwarded to the client as they come.
   // Incomplete = the server closed or failed before sending anything of a head.
-  asio::awaitable<ParseStatus> readResponseHead(const config::Config& cfg, bool stopAt100) {
+  asio::awaitable<ParseStatus> readResponseHead(const config::Config& cfg) {
     phase_ = Phase::ServerResponse;
     arm(cfg.timeouts.serverResponse);
     timedOut_ = false;
@@ -592,7 +569,7 @@ class HttpSession final : public Session, private RequestView {
         }
         if (st == ParseStatus::Complete) {
           int code = resp_.statusCode();
-          if (code >= 200 || code == 101 || (code == 100 && stopAt100)) co_return st;
+          if (code >= 200 || code == 101) co_return st;
           // Interim response: pass it on and wait for the final one.
           std::string_view head = sc_->buf.view().substr(0, resp_.headLength());
           beforeClientWrite();
@@ -725,6 +702,7 @@ class HttpSession final : public Session, private RequestView {
     for (const http::Field& f : req_.fields()) {
       if (f.id == FieldId::Upgrade) upgradeValue = req_.view(base, f.value);
       if (f.hopByHop || f.id == FieldId::XForwardedProto) continue;
+      if (f.id == FieldId::Expect && req_.expectContinue()) continue;  // answered by us
       out_.append(req_.view(base, f.name));
       out_.append(": ");
       out_.append(req_.view(base, f.value));

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "balancer/engine.h"
@@ -39,6 +41,53 @@ class TestRoundRobin : public Selector {
 
  private:
   size_t next_ = 0;
+};
+
+// A stick table with behaviour (a map, no TTL), standing in for the real sharded tables in
+// these data-plane tests.
+class MapStickTables : public StickTables {
+ public:
+  std::optional<uint64_t> lookup(uint64_t backendId, std::string_view key, TimePoint, const Emit&) override {
+    std::lock_guard l(mu_);
+    auto it = map_.find({backendId, std::string(key)});
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+  void record(uint64_t backendId, std::string_view key, uint64_t serverId, TimePoint, const Emit& emit) override {
+    {
+      std::lock_guard l(mu_);
+      map_[{backendId, std::string(key)}] = serverId;
+    }
+    repl::Change c;
+    c.kind = repl::ChangeKind::StickUpsert;
+    c.stick.backendId = backendId;
+    c.stick.key = std::string(key);
+    c.stick.serverId = serverId;
+    emit(std::move(c));
+  }
+  void erase(uint64_t backendId, std::string_view key, const Emit&) override {
+    std::lock_guard l(mu_);
+    map_.erase({backendId, std::string(key)});
+  }
+  size_t expire(TimePoint) override { return 0; }
+  size_t size() const override {
+    std::lock_guard l(mu_);
+    return map_.size();
+  }
+  void forEachStick(const std::function<void(const repl::StickEntry&)>&) const override {}
+  void forEachConn(const std::function<void(const repl::ConnEntry&)>&) const override {}
+  bool applyStick(const repl::StickEntry&, TimePoint) override { return false; }
+  bool removeStick(uint64_t, const std::string&, repl::Version) override { return false; }
+  std::optional<uint64_t> get(uint64_t backendId, const std::string& key) const {
+    std::lock_guard l(mu_);
+    auto it = map_.find({backendId, key});
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<uint64_t, std::string>, uint64_t> map_;
 };
 
 config::Server server(const std::string& backend, const std::string& name, uint16_t port) {
@@ -120,6 +169,8 @@ class DataplaneTest : public ::testing::Test {
     o.config = cfg_;
     o.pools = snapshotOf(cfg_);
     o.makeSelector = [](config::Algorithm, uint64_t) { return std::make_unique<TestRoundRobin>(); };
+    o.stickTables = sticky_;
+    o.makeRouter = makeRouter_;
     auto e = Engine::start(std::move(o));
     ASSERT_TRUE(e.ok()) << e.error();
     engine_ = std::move(e).value();
@@ -129,6 +180,8 @@ class DataplaneTest : public ::testing::Test {
 
   std::unique_ptr<HttpBackend> web1_, web2_;
   std::unique_ptr<EchoBackend> echo1_, echo2_;
+  std::shared_ptr<MapStickTables> sticky_ = std::make_shared<MapStickTables>();
+  RouterFactory makeRouter_;
   config::ConfigPtr cfg_;
   std::unique_ptr<Engine> engine_;
   uint16_t httpPort_ = 0, tcpPort_ = 0;
@@ -494,6 +547,105 @@ TEST_F(DataplaneTest, MetricsAndStatus) {
   uint64_t h0 = engine_->workerInfo(0).heartbeat;
   std::this_thread::sleep_for(600ms);
   EXPECT_GT(engine_->workerInfo(0).heartbeat, h0);
+}
+
+TEST_F(DataplaneTest, TcpStickinessBySource) {
+  start([](config::Config& c) { c.backends[1].sticky.mode = config::StickyMode::Source; });
+  std::string first;
+  for (int i = 0; i < 6; ++i) {
+    Client c(tcpPort_);
+    std::string g = c.readN(6);
+    if (i == 0) first = g;
+    EXPECT_EQ(g, first) << "connection " << i << " left its sticky server";
+  }
+  auto stuck = sticky_->get(stableId("echo"), std::string("\x7f\0\0\x01", 4));
+  ASSERT_TRUE(stuck.has_value());
+  EXPECT_EQ(*stuck, stableId(first == "echo1\n" ? "echo/echo1" : "echo/echo2"));
+  // The sticky server dies: the connection goes to the other one and re-sticks there.
+  (first == "echo1\n" ? echo1_ : echo2_)->kill();
+  Client c(tcpPort_);
+  EXPECT_NE(c.readN(6), first);
+}
+
+TEST_F(DataplaneTest, HttpStickinessByHeaderAndAppCookie) {
+  start([](config::Config& c) {
+    c.backends[0].sticky.mode = config::StickyMode::Header;
+    c.backends[0].sticky.name = "X-User";
+  });
+  std::string server;
+  for (int i = 0; i < 6; ++i) {
+    auto r = testing::get(httpPort_, "/", "X-User: alice\r\n");
+    ASSERT_EQ(r.status, 200);
+    std::string s = r.body.substr(0, r.body.find(' '));
+    if (i == 0) server = s;
+    EXPECT_EQ(s, server) << i;
+  }
+  EXPECT_TRUE(sticky_->get(stableId("web"), "alice").has_value());
+}
+
+TEST_F(DataplaneTest, RoutesPickTheBackend) {
+  // A route function standing in for balancer::Router: /tcp-ish paths go to "other".
+  makeRouter_ = [](const config::Frontend&) -> RouteFn {
+    static const std::string other = "other";
+    return [](const RequestView& r) -> const std::string* {
+      return r.path() == "/other" && r.host() == "example.com" && r.method() == "GET" ? &other : nullptr;
+    };
+  };
+  HttpBackend otherServer("other1");
+  start([&](config::Config& c) {
+    c.frontends[0].routes.resize(1);  // the engine builds a router only when routes exist
+    config::Backend b;
+    b.name = "other";
+    b.id = stableId("other");
+    b.servers = {server("other", "other1", otherServer.port())};
+    c.backends.push_back(b);
+  });
+  Client c(httpPort_);
+  ASSERT_TRUE(c.send("GET /other?q=1 HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n"));
+  Client::Response r;
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_TRUE(contains(r.body, "server=other1")) << r.body;
+  ASSERT_TRUE(c.send("GET /else HTTP/1.1\r\nHost: example.com\r\n\r\n"));
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_TRUE(contains(r.body, "server=web")) << r.body;
+}
+
+TEST_F(DataplaneTest, ExpectContinue) {
+  start();
+  Client c(httpPort_);
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
+  // The proxy answers the expectation itself (the test server would never send 100).
+  Client::Response r;
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_EQ(r.status, 100);
+  ASSERT_TRUE(c.send("hello"));
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "hello");
+  EXPECT_FALSE(contains(web1_->lastRequestHead() + web2_->lastRequestHead(), "Expect"));
+}
+
+TEST_F(DataplaneTest, RequestBodyTimeout) {
+  start([](config::Config& c) { c.timeouts.requestBody = 300ms; });
+  Client c(httpPort_);
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly-part"));
+  auto t0 = std::chrono::steady_clock::now();
+  Client::Response r;
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_EQ(r.status, 408);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST_F(DataplaneTest, TcpServerClosesFirst) {
+  // The server's FIN reaches the client while the client may still send (half-close the
+  // other way round): here the sink-like server answers one line and closes.
+  start();
+  Client c(tcpPort_);
+  c.readN(6);
+  echo1_->kill();
+  echo2_->kill();  // both kill() shut the live connection down from the server side
+  std::string rest;
+  EXPECT_TRUE(c.readToEof(rest));
 }
 
 TEST(DataplaneStart, FreebindListensOnAddressNotHeldYet) {
