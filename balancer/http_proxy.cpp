@@ -265,6 +265,8 @@ class HttpSession final : public Session, private RequestView {
   // ---- one request/response exchange; false = close the client connection ----
   asio::awaitable<bool> handleRequest(const config::Config& cfg) {
     WorkerMetrics::inc(worker_.metrics().requests);
+    // BackendView/ServerView pointers below stay valid across suspensions.
+    SnapshotRef pin = worker_.pinPools();
     std::string_view base = cbuf_.view();
     const bool isHead = req_.methodIs(base, "HEAD");
     const BodyKind reqBody = req_.requestBody();

@@ -90,6 +90,7 @@ class TcpSession final : public Session {
   enum class Phase : uint8_t { Connect, Proxy };
 
   asio::awaitable<bool> connectServer(const config::Config& cfg, const config::Frontend& fe) {
+    SnapshotRef pin = worker_.pinPools();  // backend/server pointers live across the connect
     const BackendView* backend = worker_.findBackend(fe.defaultBackend);
     if (backend == nullptr) {
       WorkerMetrics::inc(worker_.metrics().noServer);

@@ -263,18 +263,26 @@ void Worker::postStop(Duration drain) {
 }
 
 void Worker::applyPools(PoolSnapshotPtr pools) {
-  if (!pools) return;
-  pools_ = std::move(pools);
+  if (!pools) {
+    if (current_) return;
+    pools = std::make_shared<PoolSnapshot>();
+  }
+  // Older snapshots stay while a session pins them.
+  std::erase_if(holds_, [](const std::unique_ptr<SnapshotHold>& h) { return h->refs == 0; });
+  holds_.push_back(std::make_unique<SnapshotHold>());
+  current_ = holds_.back().get();
+  current_->snapshot = std::move(pools);
+  const PoolSnapshot& snap = *current_->snapshot;
   backendsByName_.clear();
   backendsById_.clear();
-  for (const BackendView& b : pools_->backends) {
+  for (const BackendView& b : snap.backends) {
     if (b.config) backendsByName_[b.config->name] = &b;
     backendsById_[b.id] = &b;
   }
   // Idle connections to servers that left the pool are closed now, not on next use.
   for (auto it = idle_.begin(); it != idle_.end();) {
     bool present = false;
-    for (const BackendView& b : pools_->backends)
+    for (const BackendView& b : snap.backends)
       for (const ServerView& s : b.servers)
         if (s.id == it->first) present = true;
     if (!present) {
@@ -284,6 +292,30 @@ void Worker::applyPools(PoolSnapshotPtr pools) {
       ++it;
     }
   }
+}
+
+SnapshotRef::SnapshotRef(Worker* w, SnapshotHold* h) : worker_(w), hold_(h) {
+  if (hold_) ++hold_->refs;
+}
+
+SnapshotRef& SnapshotRef::operator=(SnapshotRef&& o) noexcept {
+  if (this != &o) {
+    reset();
+    worker_ = o.worker_;
+    hold_ = o.hold_;
+    o.hold_ = nullptr;
+  }
+  return *this;
+}
+
+void SnapshotRef::reset() {
+  if (hold_) worker_->unpin(hold_);
+  hold_ = nullptr;
+}
+
+void Worker::unpin(SnapshotHold* h) {
+  if (--h->refs == 0 && h != current_)
+    std::erase_if(holds_, [h](const std::unique_ptr<SnapshotHold>& x) { return x.get() == h; });
 }
 
 uint64_t Worker::nextConnId() {
@@ -500,6 +532,8 @@ void Worker::tick(TimePoint now) {
   // Connection table: publish long-lived connections and their progress, coalesced.
   for (Session* s = sessions_; s != nullptr; s = s->next) {
     if (now - s->started() < kConnPublishDelay) continue;
+    if (s->published && s->bytesTotal() == s->publishedBytes && s->serverId() == s->publishedServer)
+      continue;  // nothing new: no copy, no lock
     repl::Change c;
     s->describe(c.conn);
     if (!s->published) {

@@ -132,6 +132,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void stopWatchdog();
 
   uint64_t id() const { return id_; }
+  uint64_t bytesTotal() const { return bytesIn_ + bytesOut_; }
+  uint64_t serverId() const { return serverId_; }
   TimePoint started() const { return started_; }
 
   // Intrusive list of the worker's sessions (for drain, stop, the connection table).
@@ -166,6 +168,29 @@ class Session : public std::enable_shared_from_this<Session> {
   TimePoint timerAt_ = TimePoint::max();
   uint64_t timerGen_ = 0;
   bool waiting_ = false;
+};
+
+// Keeps the worker's pool snapshot of the moment alive while a session uses pointers into
+// it across suspension points (a new snapshot may arrive meanwhile). The count is per worker
+// and plain: taking a reference touches no cache line shared with other workers, which a
+// copy of the snapshot's shared_ptr (one atomic count for all workers) would.
+struct SnapshotHold {
+  PoolSnapshotPtr snapshot;
+  uint32_t refs = 0;
+};
+
+class SnapshotRef {
+ public:
+  SnapshotRef() = default;
+  SnapshotRef(Worker* w, SnapshotHold* h);
+  SnapshotRef(SnapshotRef&& o) noexcept : worker_(o.worker_), hold_(o.hold_) { o.hold_ = nullptr; }
+  SnapshotRef& operator=(SnapshotRef&& o) noexcept;
+  ~SnapshotRef() { reset(); }
+  void reset();
+
+ private:
+  Worker* worker_ = nullptr;
+  SnapshotHold* hold_ = nullptr;
 };
 
 // Immutable per-frontend state shared by all workers (built once per configuration).
@@ -223,7 +248,10 @@ class Worker {
   asio::io_context& io() { return io_; }
   const EngineShared& shared() const { return shared_; }
   const config::Config& config() const { return *shared_.config; }
-  const PoolSnapshot& pools() const { return *pools_; }
+  const PoolSnapshot& pools() const { return *current_->snapshot; }
+  // Pins the current snapshot (and so every BackendView/ServerView pointer taken from it).
+  SnapshotRef pinPools() { return SnapshotRef(this, current_); }
+  void unpin(SnapshotHold* h);
   uint32_t index() const { return index_; }
   WorkerMetrics& metrics() { return metrics_; }
   const WorkerMetrics& metrics() const { return metrics_; }
@@ -271,7 +299,8 @@ class Worker {
   uint32_t index_;
   asio::io_context io_;
   std::thread thread_;
-  PoolSnapshotPtr pools_;
+  std::vector<std::unique_ptr<SnapshotHold>> holds_;  // back() is current
+  SnapshotHold* current_ = nullptr;
   std::unordered_map<std::string_view, const BackendView*> backendsByName_;
   std::unordered_map<uint64_t, const BackendView*> backendsById_;
   struct BackendState {

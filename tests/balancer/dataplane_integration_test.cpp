@@ -549,6 +549,22 @@ TEST_F(DataplaneTest, MetricsAndStatus) {
   EXPECT_GT(engine_->workerInfo(0).heartbeat, h0);
 }
 
+TEST_F(DataplaneTest, NewSnapshotsDuringInFlightRequests) {
+  start();
+  Client c(httpPort_);
+  ASSERT_TRUE(c.send("GET /slow?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n"));
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(30ms);
+    engine_->updatePools(snapshotOf(cfg_));  // the old one is freed unless pinned
+  }
+  Client::Response r;
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_EQ(r.status, 200);
+  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+  ASSERT_TRUE(c.readResponse(r));
+  EXPECT_EQ(r.status, 200);
+}
+
 TEST_F(DataplaneTest, TcpStickinessBySource) {
   start([](config::Config& c) { c.backends[1].sticky.mode = config::StickyMode::Source; });
   std::string first;
