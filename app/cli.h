@@ -14,6 +14,7 @@ int cmdStatus(const Args& args);
 int cmdMetrics(const Args& args);
 int cmdHandover(const Args& args);
 int cmdReload(const Args& args);
+int cmdDrill(const Args& args);  // app/drill.cpp
 
 // Small argument helpers shared by the subcommands.
 struct ArgParser {

@@ -21,6 +21,7 @@ constexpr const char* kUsage =
     "  metrics [ADMIN]               print a running node's Prometheus metrics\n"
     "  handover [ADMIN]              make a master hand mastership to its peer (maintenance)\n"
     "  reload [ADMIN]                make a running node re-read its configuration\n"
+    "  drill --http VIP:PORT ...     drive load through a VIP and report what clients saw\n"
     "  --version                     print the version\n"
     "  --help                        print this help\n"
     "\n"
@@ -38,6 +39,7 @@ constexpr Command kCommands[] = {
     {"run", halb::app::cmdRun},           {"check", halb::app::cmdCheck},
     {"status", halb::app::cmdStatus},     {"metrics", halb::app::cmdMetrics},
     {"handover", halb::app::cmdHandover}, {"reload", halb::app::cmdReload},
+    {"drill", halb::app::cmdDrill},
 };
 
 }  // namespace
