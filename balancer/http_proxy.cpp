@@ -23,6 +23,7 @@
 namespace halb::balancer::dp {
 
 using namespace std::chrono_literals;
+using namespace std::string_view_literals;
 using namespace boost::asio::experimental::awaitable_operators;
 using http::BodyKind;
 using http::FieldId;
@@ -699,28 +700,28 @@ class HttpSession final : public Session, private RequestView {
     out_.clear();
     const http::Span sl = req_.startLine();
     out_.append(base.substr(sl.off, sl.len));
-    out_.append("\r\n");
+    out_.append("\r\n"sv);
     std::string_view upgradeValue;
     for (const http::Field& f : req_.fields()) {
       if (f.id == FieldId::Upgrade) upgradeValue = req_.view(base, f.value);
       if (f.hopByHop || f.id == FieldId::XForwardedProto) continue;
       if (f.id == FieldId::Expect && req_.expectContinue()) continue;  // answered by us
       out_.append(req_.view(base, f.name));
-      out_.append(": ");
+      out_.append(": "sv);
       out_.append(req_.view(base, f.value));
-      out_.append("\r\n");
+      out_.append("\r\n"sv);
     }
     if (upgrade) {
-      out_.append("Connection: upgrade\r\nUpgrade: ");
+      out_.append("Connection: upgrade\r\nUpgrade: "sv);
       out_.append(upgradeValue);
-      out_.append("\r\n");
+      out_.append("\r\n"sv);
     } else if (req_.versionMinor() == 0) {
-      out_.append("Connection: keep-alive\r\n");  // ask a 1.0 server for a reusable connection
+      out_.append("Connection: keep-alive\r\n"sv);  // ask a 1.0 server for a reusable connection
     }
     // A new X-Forwarded-For line is equivalent to appending to the list (RFC 9110 §5.3).
-    out_.append("X-Forwarded-For: ");
+    out_.append("X-Forwarded-For: "sv);
     out_.append(clientIp_);
-    out_.append("\r\nX-Forwarded-Proto: http\r\nForwarded: for=");
+    out_.append("\r\nX-Forwarded-Proto: http\r\nForwarded: for="sv);
     if (clientAddr_.ip.isV6()) {
       out_.append("\"[");
       out_.append(clientIp_);
@@ -728,33 +729,33 @@ class HttpSession final : public Session, private RequestView {
     } else {
       out_.append(clientIp_);
     }
-    out_.append(";proto=http\r\n\r\n");
+    out_.append(";proto=http\r\n\r\n"sv);
   }
 
   void buildResponseHead(std::string_view base, bool closeAfter, bool upgrade) {
     out_.clear();
     const http::Span sl = resp_.startLine();
     out_.append(base.substr(sl.off, sl.len));
-    out_.append("\r\n");
+    out_.append("\r\n"sv);
     std::string_view upgradeValue;
     for (const http::Field& f : resp_.fields()) {
       if (f.id == FieldId::Upgrade) upgradeValue = resp_.view(base, f.value);
       if (f.hopByHop) continue;
       out_.append(resp_.view(base, f.name));
-      out_.append(": ");
+      out_.append(": "sv);
       out_.append(resp_.view(base, f.value));
-      out_.append("\r\n");
+      out_.append("\r\n"sv);
     }
     if (upgrade) {
-      out_.append("Connection: upgrade\r\nUpgrade: ");
+      out_.append("Connection: upgrade\r\nUpgrade: "sv);
       out_.append(upgradeValue);
-      out_.append("\r\n");
+      out_.append("\r\n"sv);
     } else if (closeAfter) {
-      out_.append("Connection: close\r\n");
+      out_.append("Connection: close\r\n"sv);
     } else if (req_.versionMinor() == 0) {
-      out_.append("Connection: keep-alive\r\n");
+      out_.append("Connection: keep-alive\r\n"sv);
     }
-    out_.append("\r\n");
+    out_.append("\r\n"sv);
   }
 
   // TCP_NODELAY only from the second write on: the first write of a connection leaves at
