@@ -82,7 +82,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   log::configure(res.config->logging.level, res.config->logging.format);
-  // Block the stop signals in every thread (workers inherit the mask), then wait for one.
+  // Block the stop signals in every thread (workers inherit the mask), then wait for one. A
+  // shell without job control starts background commands with SIGINT ignored, and an ignored
+  // signal never reaches sigwait: restore the default first.
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
