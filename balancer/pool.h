@@ -30,6 +30,9 @@ struct ServerStats {
   std::atomic<uint64_t> responses5xx{0};
   std::atomic<uint64_t> bytesToServer{0};
   std::atomic<uint64_t> bytesFromServer{0};
+  // Connect failures or 5xx in a row, across all workers; reset by a success. Maintained by
+  // OutcomeSink::report (passive outlier detection), not by the data plane directly.
+  std::atomic<uint32_t> consecutiveFailures{0};
 };
 
 enum class AdminState : uint8_t { Ready, Drain, Maint };
@@ -56,8 +59,9 @@ struct BackendView {
   const config::Backend* config = nullptr;
   uint64_t id = 0;
   std::vector<ServerView> servers;
-  // Built on the control thread when the snapshot is built (e.g. the Maglev lookup table);
-  // shared read-only by all workers.
+  // Built on the control thread when the snapshot is built (the Maglev lookup table, the
+  // weight index of p2c/random); shared read-only by all workers. Holds a
+  // balancer::AlgorithmState (algorithm_state.h), set only by buildAlgorithmState().
   std::shared_ptr<const void> algorithmState;
 
   const ServerView* findServer(uint64_t serverId) const;
@@ -81,6 +85,24 @@ struct PickContext {
   std::span<const uint64_t> exclude;          // servers already tried for this request (retries)
 };
 
+// What happened when the data plane used a server, for passive outlier detection.
+enum class Outcome : uint8_t {
+  Success,         // tcp: connected; http: a response other than 5xx
+  ConnectFailure,  // refused, unreachable or connect timeout
+  Response5xx,     // http: the server answered 500..599
+};
+const char* toString(Outcome o);
+
+// Where a worker reports outcomes. One per worker (PoolManager::reporter(i)); report() is
+// wait-free: a success costs one relaxed load (and a store when it ends a failure streak), a
+// failure one atomic increment, and only the failure that reaches the backend's
+// outlier.consecutive_failures threshold pushes an event to the control thread.
+class OutcomeSink {
+ public:
+  virtual ~OutcomeSink() = default;
+  virtual void report(const BackendView& backend, const ServerView& server, Outcome outcome) = 0;
+};
+
 // Per-worker, per-backend balancing state (round-robin positions, RNG). Never shared across
 // threads, so no atomics beyond ServerStats.
 class Selector {
@@ -91,6 +113,18 @@ class Selector {
 };
 
 // `seed` makes random choices reproducible in tests; workers pass distinct seeds.
+// A selector may be reused across snapshots: it re-keys its state by server id when the
+// backend's server list changes between calls.
 std::unique_ptr<Selector> makeSelector(config::Algorithm algorithm, uint64_t seed);
+
+// Builds backend.algorithmState from backend.servers for the backend's algorithm (maglev:
+// the lookup table over the servers that acceptsNew(); p2c, random: their cumulative
+// weights). The snapshot builder calls it on the control thread; tests and tools that
+// assemble views by hand may call it too, after changing the servers. Selectors work
+// without it (maglev then falls back to weighted rendezvous hashing; p2c and random scan).
+void buildAlgorithmState(BackendView& backend);
+
+// The key consistent algorithms hash: ctx.hashKey when set, else the client address.
+uint64_t pickHash(const PickContext& ctx);
 
 }  // namespace halb::balancer

@@ -6,6 +6,9 @@ find_package(Boost 1.81 REQUIRED)
 pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
 pkg_check_modules(LIBNL REQUIRED IMPORTED_TARGET libnl-3.0 libnl-route-3.0)
 pkg_check_modules(YAMLCPP REQUIRED IMPORTED_TARGET yaml-cpp)
+# Route regexes: linear-time matching (std::regex is backtracking and recursive: a 50 KB path
+# crashes it with a stack overflow, and it is 5-40x slower; see balancer/router.cpp).
+pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)
 pkg_check_modules(SYSTEMD IMPORTED_TARGET libsystemd)
 
 # Boost.Asio is header-only; this interface target carries its settings so that only the

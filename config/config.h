@@ -93,6 +93,10 @@ struct Sticky {
   std::string name;      // cookie (cookie, app_cookie) or header name (header)
   Duration ttl = 30min;  // stick table entry lifetime after last use
   uint64_t tableSize = 1'000'000;  // entries; least recently used go first
+  // mode cookie: the secret the cookie's HMAC key is derived from. Empty: derived from
+  // statesync.key_file when state sync is on, else a random per-process secret
+  // (balancer/sticky_cookie.h, docs/configuration.md).
+  std::string keyFile;
 };
 
 struct Backend {
@@ -115,7 +119,7 @@ struct HostMatch {
 
 struct PathMatch {
   PathMatchKind kind = PathMatchKind::Prefix;
-  std::string value;  // for Regex: ECMAScript syntax, already checked to compile
+  std::string value;  // for Regex: RE2 syntax (unanchored search), already checked to compile
 };
 
 // A header or cookie condition: present, equal to `value`, or matching `regex`.

@@ -1,13 +1,13 @@
 #include "config/loader.h"
 
 #include <unistd.h>
+#include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <variant>
@@ -513,9 +513,16 @@ void readOutlier(Reader& r, MapView m, OutlierDetection& o) {
   m.finish();
 }
 
-void readSticky(Reader& r, MapView m, Sticky& s) {
+void readSticky(Reader& r, const LoadOptions& opt, MapView m, Sticky& s) {
   readEnum(r, m, "mode", s.mode, kStickyModes);
   readString(r, m, "name", s.name);
+  readFilePath(r, m, "key_file", s.keyFile);
+  if (!s.keyFile.empty()) {
+    if (s.mode != StickyMode::Cookie)
+      r.error(m.get("key_file").Mark(), m.join("key_file"), "only applies to mode: cookie");
+    else
+      checkKeyFile(r, opt, m, "key_file", s.keyFile);
+  }
   readDuration(r, m, "ttl", s.ttl, 1s, std::chrono::hours(24 * 30));
   readUint(r, m, "table_size", s.tableSize, 1, 100'000'000);
   if (m.present() && !m.has("mode")) r.error(m.mark(), m.join("mode"), "is required");
@@ -553,7 +560,7 @@ void readServer(Reader& r, MapView m, Backend& b, Server& s) {
   m.finish();
 }
 
-void readBackend(Reader& r, MapView m, Backend& b) {
+void readBackend(Reader& r, const LoadOptions& opt, MapView m, Backend& b) {
   readName(r, m, b.name);
   b.origin = originOf(m.get("name"));
   b.id = stableId(b.name);
@@ -583,8 +590,17 @@ void readBackend(Reader& r, MapView m, Backend& b) {
     r.error(n.Mark(), m.join("servers"), "needs at least one server");
   readHealth(r, m.child("health"), b.health);
   readOutlier(r, m.child("outlier"), b.outlier);
-  readSticky(r, m.child("sticky"), b.sticky);
+  readSticky(r, opt, m.child("sticky"), b.sticky);
   m.finish();
+}
+
+// Route regexes use RE2 syntax, as the router compiles them (balancer/router.cpp): no
+// backreferences or lookaround, in exchange for linear-time matching of client input.
+std::string regexError(const std::string& pattern) {
+  RE2::Options o;
+  o.set_log_errors(false);
+  RE2 re(pattern, o);
+  return re.ok() ? std::string() : re.error();
 }
 
 void readFieldMatches(Reader& r, MapView& m, const std::string& key, bool lowerName,
@@ -604,12 +620,10 @@ void readFieldMatches(Reader& r, MapView& m, const std::string& key, bool lowerN
     if (fm.has("regex")) {
       std::string v;
       readString(r, fm, "regex", v);
-      try {
-        std::regex re(v, std::regex::ECMAScript);
+      if (std::string err = regexError(v); err.empty())
         f.regex = v;
-      } catch (const std::regex_error& e) {
-        r.error(fm.get("regex").Mark(), fm.join("regex"), std::string("invalid regular expression: ") + e.what());
-      }
+      else
+        r.error(fm.get("regex").Mark(), fm.join("regex"), "invalid regular expression: " + err);
     }
     if (f.value && f.regex) r.error(fm.mark(), path, "give either value or regex, not both");
     fm.finish();
@@ -646,10 +660,8 @@ void readMatch(Reader& r, MapView m, Match& match) {
     std::string s;
     if (!scalar(r, n, m.join(key), s)) continue;
     if (kind == PathMatchKind::Regex) {
-      try {
-        std::regex re(s, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        r.error(n.Mark(), m.join(key), std::string("invalid regular expression: ") + e.what());
+      if (std::string err = regexError(s); !err.empty()) {
+        r.error(n.Mark(), m.join(key), "invalid regular expression: " + err);
         continue;
       }
     } else if (s.empty() || s[0] != '/') {
@@ -1055,7 +1067,7 @@ ConfigPtr build(Reader& r, YAML::Node root, const LoadOptions& opt) {
     MapView m(r, n, YAML::Node(), path, n.Mark());
     if (m.bad()) return;
     Backend b;
-    readBackend(r, m, b);
+    readBackend(r, opt, m, b);
     c->backends.push_back(std::move(b));
   });
   top.require("frontends");

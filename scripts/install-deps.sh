@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 build_pkgs=(
   g++ cmake ninja-build ccache pkg-config git
   libboost1.81-dev libuv1-dev libyaml-cpp-dev libnl-3-dev libnl-route-3-dev
-  libssl-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libssl-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev libre2-dev
   clang libclang-rt-14-dev
 )
 # Tests, demo and benchmarks: namespaces, real peers and anchors to compare with.
