@@ -92,10 +92,10 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
   sh.config = options.config;
   sh.makeSelector = std::move(options.makeSelector);
   sh.stickTables = std::move(options.stickTables);
+  sh.cookies = std::move(options.cookies);
   sh.nodeIndex = options.nodeIndex;
   sh.role.store(options.role);
-  uint32_t n = options.config->workers;
-  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  const uint32_t n = workerCount(*options.config);
   sh.workerCount = n;
 
   // Bind everything first, so a bad address fails start() with nothing running.
@@ -128,9 +128,11 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
     sh.frontends.push_back(std::move(rt));
   }
 
-  for (uint32_t w = 0; w < n; ++w)
+  for (uint32_t w = 0; w < n; ++w) {
     impl->workers.push_back(
         std::make_unique<dp::Worker>(sh, w, options.pools, std::move(perWorker[w])));
+    if (options.outcomeSink) impl->workers.back()->setOutcomeSink(options.outcomeSink(w));
+  }
   for (auto& w : impl->workers) w->start();
   HALB_LOG(Info, "dataplane") << "engine started: " << n << " workers, "
                               << sh.frontends.size() << " frontends";
@@ -138,6 +140,14 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
 }
 
 size_t Engine::workerCount() const { return impl_->workers.size(); }
+
+uint32_t Engine::workerCount(const config::Config& config) {
+  return config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
+}
+
+void Engine::updateCookies(std::shared_ptr<const CookieCodecs> cookies) {
+  for (auto& w : impl_->workers) w->postCookies(cookies);
+}
 
 void Engine::updatePools(PoolSnapshotPtr pools) {
   for (auto& w : impl_->workers) w->postPools(pools);

@@ -16,6 +16,7 @@
 #include "balancer/pool.h"
 #include "balancer/router.h"
 #include "balancer/stick_table.h"
+#include "balancer/sticky.h"
 #include "common/net.h"
 #include "common/prom.h"
 #include "common/replication.h"
@@ -54,6 +55,10 @@ struct EngineOptions {
   SelectorFactory makeSelector;  // required
   RouterFactory makeRouter;      // null: every request goes to the frontend's default backend
   std::shared_ptr<StickTables> stickTables;  // null: source/app_cookie/header stickiness off
+  std::shared_ptr<const CookieCodecs> cookies;  // null: cookie stickiness off
+  // Worker i's passive-outcome port (PoolManager::reporter(i)); null: outcomes not reported.
+  // Called once per worker at start; the sink must outlive the engine.
+  std::function<OutcomeSink*(size_t worker)> outcomeSink;
   uint32_t nodeIndex = 0;          // goes into connection ids (bit 63) so two nodes never clash
   Role role = Role::Master;
 };
@@ -71,6 +76,9 @@ class Engine {
   // workers. Binding uses SO_REUSEPORT and IP_FREEBIND/IPV6_FREEBIND so a backup can listen
   // on a VIP it does not hold yet.
   static Result<std::unique_ptr<Engine>> start(EngineOptions options);
+  // The number of workers a configuration gets (`workers: 0` = one per core), for sizing
+  // what is per worker outside the engine (PoolManager reporters) before start().
+  static uint32_t workerCount(const config::Config& config);
   ~Engine();  // stop(0) if still running
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -79,6 +87,8 @@ class Engine {
 
   // Posts a new snapshot to every worker; connections already established keep their server.
   void updatePools(PoolSnapshotPtr pools);
+  // New cookie codecs (reload with new keys); posted like the pools.
+  void updateCookies(std::shared_ptr<const CookieCodecs> cookies);
   // A backup keeps listening (no traffic reaches it anyway) so takeover needs no bind.
   void setRole(Role role);
   Role role() const;

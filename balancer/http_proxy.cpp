@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "balancer/http_parser.h"
+#include "balancer/sticky_cookie.h"
 #include "balancer/worker.h"
 #include "common/log.h"
 
@@ -164,17 +165,17 @@ class HttpSession final : public Session, private RequestView {
   }
 
   // ---- RequestView for the router (valid while the head is in cbuf_) ----
-  std::string_view method() const override { return req_.view(cbuf_.view(), req_.method()); }
+  std::string_view method() const override { return req_.view(reqBase_, req_.method()); }
   std::string_view host() const override { return hostLower_; }
   std::string_view path() const override { return path_; }
   std::optional<std::string_view> header(std::string_view lowerName) const override {
-    std::string_view base = cbuf_.view();
+    std::string_view base = reqBase_;
     for (const http::Field& f : req_.fields())
       if (http::iequals(req_.view(base, f.name), lowerName)) return req_.view(base, f.value);
     return std::nullopt;
   }
   std::optional<std::string_view> cookie(std::string_view name) const override {
-    std::string_view base = cbuf_.view();
+    std::string_view base = reqBase_;
     for (const http::Field& f : req_.fields()) {
       if (f.id != FieldId::Cookie) continue;
       std::string_view v = req_.view(base, f.value);
@@ -269,6 +270,11 @@ class HttpSession final : public Session, private RequestView {
     // BackendView/ServerView pointers below stay valid across suspensions.
     SnapshotRef pin = worker_.pinPools();
     std::string_view base = cbuf_.view();
+    // The router and the stickiness glue read the head through RequestView. The head is
+    // consumed from cbuf_ before the request is sent, but its bytes stay where they are
+    // until the body (if any) is read into the buffer, and every pick (retries included)
+    // happens before that: retries after the body started are not made.
+    reqBase_ = base.substr(0, req_.headLength());
     const bool isHead = req_.methodIs(base, "HEAD");
     const BodyKind reqBody = req_.requestBody();
     const bool upgrade = req_.upgrade();
@@ -290,31 +296,8 @@ class HttpSession final : public Session, private RequestView {
     }
     backendId_ = backend->id;
 
-    // Stickiness key (source, app cookie, header); cookie insertion is not done here yet.
-    stickKey_.clear();
-    StickTables* sticky = nullptr;
     const config::Sticky& sc = backend->config ? backend->config->sticky : kNoSticky;
-    if (worker_.stickTables()) {
-      switch (sc.mode) {
-        case config::StickyMode::Source:
-          stickKey_.assign(reinterpret_cast<const char*>(clientAddr_.ip.data()), clientAddr_.ip.size());
-          sticky = worker_.stickTables();
-          break;
-        case config::StickyMode::AppCookie:
-          if (auto v = cookie(sc.name)) stickKey_.assign(*v);
-          sticky = worker_.stickTables();
-          break;
-        case config::StickyMode::Header: {
-          std::string lname(sc.name);
-          for (char& c : lname) c = lowerAscii(c);
-          if (auto v = header(lname)) stickKey_.assign(*v);
-          sticky = worker_.stickTables();
-          break;
-        }
-        default:
-          break;
-      }
-    }
+    setCookie_.clear();
 
     // Rewrite the head now (it is consumed from cbuf_ below).
     buildRequestHead(base, upgrade);
@@ -338,7 +321,7 @@ class HttpSession final : public Session, private RequestView {
     TimePoint sentAt{};
     for (int attempt = 0;; ++attempt) {
       bool reused = false;
-      server = co_await acquireServer(cfg, *backend, sticky, attempt > 0, reqBody != BodyKind::None, reused);
+      server = co_await acquireServer(cfg, *backend, attempt > 0, reqBody != BodyKind::None, reused);
       if (server == nullptr) {
         WorkerMetrics::inc(worker_.metrics().noServer);
         HALB_LOG_EVERY(Warn, "http", 1s) << "backend " << *backendName << ": no server available";
@@ -419,15 +402,13 @@ class HttpSession final : public Session, private RequestView {
     const bool closeAfter = !clientKeepAlive_ || respBody == BodyKind::UntilClose || draining_;
     const bool serverReusable = resp_.keepAlive() && respBody != BodyKind::UntilClose && sentBody &&
                                 !upgrade;
-    if (sticky && !stickKey_.empty()) {
-      sticky->record(backend->id, stickKey_, server->id, SteadyClock::now(), emit());
-    } else if (sticky && sc.mode == config::StickyMode::AppCookie) {
-      learnAppCookie(rbase, sc.name, *sticky, backend->id, server->id);
-    }
-    buildResponseHead(rbase, closeAfter, false);
+    if (sc.mode == config::StickyMode::AppCookie && worker_.stickTables())
+      learnAppCookie(rbase, sc.name, *backend, server->id);
+    buildResponseHead(rbase, closeAfter, false, sc.name);
     sc_->buf.consume(resp_.headLength());
     countResponse(status);
     if (status >= 500 && server->stats) server->stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
+    worker_.report(*backend, *server, status >= 500 ? Outcome::Response5xx : Outcome::Success);
     respChunks_.reset();
     uint64_t respRemaining = respBody == BodyKind::Length ? resp_.contentLength() : 0;
     phase_ = Phase::ResponseBody;
@@ -449,20 +430,17 @@ class HttpSession final : public Session, private RequestView {
     activeStats_.reset();
   }
 
-  StickTables::Emit emit() {
-    return [this](repl::Change&& c) { worker_.emitChange(std::move(c)); };
-  }
-
-  // The application's session cookie appears in a Set-Cookie of the response: remember it.
-  void learnAppCookie(std::string_view rbase, std::string_view name, StickTables& sticky,
-                      uint64_t backendId, uint64_t serverId) {
+  // app_cookie: the application set its session cookie in this response; remember it.
+  void learnAppCookie(std::string_view rbase, std::string_view name, const BackendView& backend,
+                      uint64_t serverId) {
     for (const http::Field& f : resp_.fields()) {
       if (f.id != FieldId::SetCookie) continue;
       std::string_view v = resp_.view(rbase, f.value);
       if (v.size() > name.size() && v.substr(0, name.size()) == name && v[name.size()] == '=') {
         std::string_view val = v.substr(name.size() + 1);
         val = val.substr(0, val.find(';'));
-        if (!val.empty()) sticky.record(backendId, val, serverId, SteadyClock::now(), emit());
+        balancer::learnAppCookie(backend, val, serverId, *worker_.stickTables(), SteadyClock::now(),
+                                 worker_.emitter());
         return;
       }
     }
@@ -471,29 +449,21 @@ class HttpSession final : public Session, private RequestView {
   // A server for this request: the sticky one if usable, else the algorithm's pick; a pooled
   // idle connection when there is one, else a new connection, with retries on other servers.
   asio::awaitable<const ServerView*> acquireServer(const config::Config& cfg, const BackendView& backend,
-                                                   StickTables* sticky, bool freshOnly, bool mustProbe,
-                                                   bool& reused) {
-    const ServerView* stuck = nullptr;
-    TimePoint now = SteadyClock::now();
-    if (sticky && !stickKey_.empty()) {
-      if (auto id = sticky->lookup(backend.id, stickKey_, now, emit())) {
-        for (const ServerView& s : backend.servers)
-          if (s.id == *id && s.acceptsSticky()) stuck = &s;
-      }
-    }
+                                                   bool freshOnly, bool mustProbe, bool& reused) {
+    const TimePoint now = SteadyClock::now();
     std::array<uint64_t, kMaxTries> tried{};
     size_t nTried = 0;
     const size_t maxTries = std::min<size_t>(kMaxTries, cfg.limits.connectRetries + 1);
     for (size_t attempt = 0; attempt < maxTries; ++attempt) {
-      const ServerView* server = stuck;
-      stuck = nullptr;
-      if (server == nullptr) {
-        PickContext ctx;
-        ctx.clientAddress = &clientAddr_.ip;
-        ctx.exclude = std::span<const uint64_t>(tried.data(), nTried);
-        server = worker_.pick(backend, ctx);
-      }
+      // Stickiness (cookie, source, app_cookie, header) first, then the algorithm; a retry
+      // excludes the servers that failed (and re-sticks the user to the one that works).
+      PickContext ctx;
+      ctx.clientAddress = &clientAddr_.ip;
+      ctx.exclude = std::span<const uint64_t>(tried.data(), nTried);
+      StickyPick pick = worker_.pick(backend, ctx, this);
+      const ServerView* server = pick.server;
       if (server == nullptr) co_return nullptr;
+      setCookie_ = std::move(pick.setCookie);
       // Keep the current connection when it already goes to this server.
       if (sc_ && sc_->serverId == server->id && !freshOnly) {
         reused = true;
@@ -526,6 +496,7 @@ class HttpSession final : public Session, private RequestView {
       }
       WorkerMetrics::inc(worker_.metrics().connectFailures);
       if (server->stats) server->stats->connectFailures.fetch_add(1, std::memory_order_relaxed);
+      worker_.report(backend, *server, Outcome::ConnectFailure);
       HALB_LOG_EVERY(Warn, "http", 1s) << "connect to " << server->address.toString() << " failed: "
                                        << (timedOut_ ? std::string("timeout") : ec.message());
       timedOut_ = false;
@@ -732,7 +703,8 @@ class HttpSession final : public Session, private RequestView {
     out_.append(";proto=http\r\n\r\n"sv);
   }
 
-  void buildResponseHead(std::string_view base, bool closeAfter, bool upgrade) {
+  void buildResponseHead(std::string_view base, bool closeAfter, bool upgrade,
+                         std::string_view cookieName = {}) {
     out_.clear();
     const http::Span sl = resp_.startLine();
     out_.append(base.substr(sl.off, sl.len));
@@ -754,6 +726,11 @@ class HttpSession final : public Session, private RequestView {
       out_.append("Connection: close\r\n"sv);
     } else if (req_.versionMinor() == 0) {
       out_.append("Connection: keep-alive\r\n"sv);
+    }
+    if (!setCookie_.empty() && !cookieName.empty()) {
+      out_.append("Set-Cookie: "sv);
+      out_.append(StickyCookie::setCookieHeader(cookieName, setCookie_, false));
+      out_.append("\r\n"sv);
     }
     out_.append("\r\n"sv);
   }
@@ -811,7 +788,8 @@ class HttpSession final : public Session, private RequestView {
   std::string out_;
   std::string clientIp_;
   std::string hostLower_;
-  std::string stickKey_;
+  std::string setCookie_;    // cookie stickiness: value to set on this response
+  std::string_view reqBase_;  // the request head, for RequestView (see handleRequest)
   std::string_view path_;
   Phase phase_ = Phase::Head;
   Duration tunnelIdle_{};

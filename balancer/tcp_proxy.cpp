@@ -99,32 +99,16 @@ class TcpSession final : public Session {
       co_return false;
     }
     backendId_ = backend->id;
-    // Stickiness by source address (the only key an L4 proxy has).
-    StickTables* sticky = nullptr;
-    std::string_view key(reinterpret_cast<const char*>(clientAddr_.ip.data()), clientAddr_.ip.size());
-    if (backend->config && backend->config->sticky.mode == config::StickyMode::Source)
-      sticky = worker_.stickTables();
-    const ServerView* stuck = nullptr;
-    TimePoint now = SteadyClock::now();
-    auto emit = [this](repl::Change&& c) { worker_.emitChange(std::move(c)); };
-    if (sticky) {
-      if (auto id = sticky->lookup(backend->id, key, now, emit)) {
-        for (const ServerView& s : backend->servers)
-          if (s.id == *id && s.acceptsSticky()) stuck = &s;
-      }
-    }
     std::array<uint64_t, kMaxTries> tried{};
     size_t nTried = 0;
     const size_t maxTries = std::min<size_t>(kMaxTries, cfg.limits.connectRetries + 1);
     for (size_t attempt = 0; attempt < maxTries; ++attempt) {
-      const ServerView* server = stuck;
-      stuck = nullptr;
-      if (server == nullptr) {
-        PickContext ctx;
-        ctx.clientAddress = &clientAddr_.ip;
-        ctx.exclude = std::span<const uint64_t>(tried.data(), nTried);
-        server = worker_.pick(*backend, ctx);
-      }
+      // Stickiness by source (the only key an L4 proxy has), else the algorithm with the
+      // client address as hash key (source_hash, maglev); a retry excludes what failed.
+      PickContext ctx;
+      ctx.clientAddress = &clientAddr_.ip;
+      ctx.exclude = std::span<const uint64_t>(tried.data(), nTried);
+      const ServerView* server = worker_.pick(*backend, ctx, nullptr).server;
       if (server == nullptr) break;
       if (attempt > 0) WorkerMetrics::inc(worker_.metrics().connectRetries);
       phase_ = Phase::Connect;
@@ -145,7 +129,7 @@ class TcpSession final : public Session {
           stats_->active.fetch_add(1, std::memory_order_relaxed);
           stats_->connections.fetch_add(1, std::memory_order_relaxed);
         }
-        if (sticky) sticky->record(backend->id, key, server->id, now, emit);
+        worker_.report(*backend, *server, Outcome::Success);
         if (backend->config && backend->config->proxyProtocol == config::ProxyProtocol::V2) {
           ProxyV2Header hdr;
           size_t len = encodeProxyV2(clientAddr_, frontendAddress(), hdr);
@@ -158,6 +142,7 @@ class TcpSession final : public Session {
       }
       WorkerMetrics::inc(worker_.metrics().connectFailures);
       if (server->stats) server->stats->connectFailures.fetch_add(1, std::memory_order_relaxed);
+      worker_.report(*backend, *server, Outcome::ConnectFailure);
       HALB_LOG_EVERY(Warn, "tcp", 1s) << "connect to " << server->address.toString() << " failed: "
                                       << (timedOut_ ? std::string("timeout") : ec.message());
       if (nTried < tried.size()) tried[nTried++] = server->id;

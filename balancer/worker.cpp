@@ -207,6 +207,8 @@ Worker::Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools,
       io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO),
       listenerFds_(std::move(listeners)),
       changes_(shared.config->statesync.queueSize) {
+  cookies_ = shared.cookies;
+  emit_ = [this](repl::Change&& c) { changes_.push(std::move(c)); };
   applyPools(std::move(pools));
   for (const ListenerFd& l : listenerFds_) {
     const auto& bound = shared_.frontends[l.frontendIndex].bound;
@@ -256,6 +258,10 @@ void Worker::join() {
 
 void Worker::postPools(PoolSnapshotPtr pools) {
   asio::post(io_, [this, p = std::move(pools)]() mutable { applyPools(std::move(p)); });
+}
+
+void Worker::postCookies(std::shared_ptr<const CookieCodecs> cookies) {
+  asio::post(io_, [this, c = std::move(cookies)]() mutable { cookies_ = std::move(c); });
 }
 
 void Worker::postStop(Duration drain) {
@@ -334,20 +340,22 @@ const BackendView* Worker::findBackendById(uint64_t id) const {
   return it == backendsById_.end() ? nullptr : it->second;
 }
 
-const ServerView* Worker::pick(const BackendView& backend, const PickContext& ctx) {
+StickyPick Worker::pick(const BackendView& backend, const PickContext& ctx, const RequestView* request) {
   const config::Algorithm alg =
       backend.config ? backend.config->algorithm : config::Algorithm::RoundRobin;
   BackendState& st = backendState_[backend.id];
   if (!st.selector || st.algorithm != alg) {
     st.algorithm = alg;
     st.selector = shared_.makeSelector(alg, (static_cast<uint64_t>(index_) << 32) ^ backend.id);
-    if (!st.selector) return nullptr;
+    if (!st.selector) return {};
   }
-  const ServerView* s = st.selector->select(backend, ctx);
-  if (s == nullptr) return nullptr;
-  for (uint64_t ex : ctx.exclude)
-    if (ex == s->id) return nullptr;  // the selector must honour exclude; never loop on it
-  return s;
+  StickyPick p = pickSticky(backend, *st.selector, ctx, request, shared_.stickTables.get(),
+                            cookies_.get(), SteadyClock::now(), emit_);
+  if (p.server != nullptr) {
+    for (uint64_t ex : ctx.exclude)
+      if (ex == p.server->id) return {};  // the selector must honour exclude; never loop on it
+  }
+  return p;
 }
 
 Histogram* Worker::latency(uint64_t backendId) {

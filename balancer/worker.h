@@ -213,6 +213,7 @@ struct EngineShared {
   std::vector<FrontendRt> frontends;
   SelectorFactory makeSelector;
   std::shared_ptr<StickTables> stickTables;
+  std::shared_ptr<const CookieCodecs> cookies;  // initial; workers hold their own copy
   uint32_t nodeIndex = 0;
   std::atomic<Role> role{Role::Master};
   uint32_t workerCount = 1;
@@ -242,6 +243,8 @@ class Worker {
 
   // --- called from other threads: post into the loop ---
   void postPools(PoolSnapshotPtr pools);
+  void postCookies(std::shared_ptr<const CookieCodecs> cookies);
+  void setOutcomeSink(OutcomeSink* sink) { outcomes_ = sink; }
   void postStop(Duration drain);
 
   // --- loop thread only ---
@@ -263,8 +266,14 @@ class Worker {
 
   const BackendView* findBackend(std::string_view name) const;
   const BackendView* findBackendById(uint64_t id) const;
-  // Picks a server of `backend` (stickiness first, then the algorithm), skipping `exclude`.
-  const ServerView* pick(const BackendView& backend, const PickContext& ctx);
+  // Picks a server of `backend`: stickiness first (balancer::pickSticky), then the
+  // backend's algorithm, skipping ctx.exclude. `request` is null for tcp.
+  StickyPick pick(const BackendView& backend, const PickContext& ctx, const RequestView* request);
+  // Passive outlier detection and per-server counters.
+  void report(const BackendView& backend, const ServerView& server, Outcome outcome) {
+    if (outcomes_) outcomes_->report(backend, server, outcome);
+  }
+  const StickTables::Emit& emitter() const { return emit_; }
   Histogram* latency(uint64_t backendId);
   // Stick table access for this worker (null when stickiness is off).
   StickTables* stickTables() const { return shared_.stickTables.get(); }
@@ -308,6 +317,9 @@ class Worker {
     std::unique_ptr<Selector> selector;
   };
   std::unordered_map<uint64_t, BackendState> backendState_;
+  std::shared_ptr<const CookieCodecs> cookies_;
+  OutcomeSink* outcomes_ = nullptr;
+  StickTables::Emit emit_;  // pushes into changes_
   mutable std::mutex latencyMu_;  // guards the map's shape only (insert vs. scrape)
   std::unordered_map<uint64_t, std::unique_ptr<Histogram>> latency_;
   std::vector<ListenerFd> listenerFds_;

@@ -16,28 +16,6 @@ using namespace halb;
 
 namespace {
 
-// Round robin over usable servers (honours exclude). The production selectors live with
-// the balancing logic; this keeps the driver independent of them.
-class RoundRobin : public balancer::Selector {
- public:
-  const balancer::ServerView* select(const balancer::BackendView& b,
-                                     const balancer::PickContext& ctx) override {
-    for (size_t k = 0; k < b.servers.size(); ++k) {
-      const balancer::ServerView& s = b.servers[(next_ + k) % b.servers.size()];
-      if (!s.acceptsNew()) continue;
-      bool excluded = false;
-      for (uint64_t e : ctx.exclude) excluded |= e == s.id;
-      if (excluded) continue;
-      next_ = (next_ + k + 1) % b.servers.size();
-      return &s;
-    }
-    return nullptr;
-  }
-
- private:
-  size_t next_ = 0;
-};
-
 balancer::PoolSnapshotPtr allHealthy(const config::ConfigPtr& cfg) {
   auto snap = std::make_shared<balancer::PoolSnapshot>();
   snap->config = cfg;
@@ -56,6 +34,7 @@ balancer::PoolSnapshotPtr allHealthy(const config::ConfigPtr& cfg) {
       sv.stats = std::make_shared<balancer::ServerStats>();
       bv.servers.push_back(sv);
     }
+    balancer::buildAlgorithmState(bv);
     snap->backends.push_back(std::move(bv));
   }
   return snap;
@@ -97,7 +76,8 @@ int main(int argc, char** argv) {
   balancer::EngineOptions o;
   o.config = res.config;
   o.pools = allHealthy(res.config);
-  o.makeSelector = [](config::Algorithm, uint64_t) { return std::make_unique<RoundRobin>(); };
+  o.makeSelector = balancer::defaultSelectorFactory();
+  o.makeRouter = balancer::defaultRouterFactory();
   auto engine = balancer::Engine::start(std::move(o));
   if (!engine.ok()) {
     std::fprintf(stderr, "halb_bench: %s\n", engine.error().c_str());

@@ -22,74 +22,6 @@ using testing::Client;
 using testing::EchoBackend;
 using testing::HttpBackend;
 
-// Round robin over usable servers, honouring exclude. For these tests only: the real
-// algorithms (balancer::makeSelector) are tested on their own.
-class TestRoundRobin : public Selector {
- public:
-  const ServerView* select(const BackendView& b, const PickContext& ctx) override {
-    for (size_t k = 0; k < b.servers.size(); ++k) {
-      const ServerView& s = b.servers[(next_ + k) % b.servers.size()];
-      if (!s.acceptsNew()) continue;
-      bool excluded = false;
-      for (uint64_t e : ctx.exclude) excluded |= e == s.id;
-      if (excluded) continue;
-      next_ = (next_ + k + 1) % b.servers.size();
-      return &s;
-    }
-    return nullptr;
-  }
-
- private:
-  size_t next_ = 0;
-};
-
-// A stick table with behaviour (a map, no TTL), standing in for the real sharded tables in
-// these data-plane tests.
-class MapStickTables : public StickTables {
- public:
-  std::optional<uint64_t> lookup(uint64_t backendId, std::string_view key, TimePoint, const Emit&) override {
-    std::lock_guard l(mu_);
-    auto it = map_.find({backendId, std::string(key)});
-    if (it == map_.end()) return std::nullopt;
-    return it->second;
-  }
-  void record(uint64_t backendId, std::string_view key, uint64_t serverId, TimePoint, const Emit& emit) override {
-    {
-      std::lock_guard l(mu_);
-      map_[{backendId, std::string(key)}] = serverId;
-    }
-    repl::Change c;
-    c.kind = repl::ChangeKind::StickUpsert;
-    c.stick.backendId = backendId;
-    c.stick.key = std::string(key);
-    c.stick.serverId = serverId;
-    emit(std::move(c));
-  }
-  void erase(uint64_t backendId, std::string_view key, const Emit&) override {
-    std::lock_guard l(mu_);
-    map_.erase({backendId, std::string(key)});
-  }
-  size_t expire(TimePoint) override { return 0; }
-  size_t size() const override {
-    std::lock_guard l(mu_);
-    return map_.size();
-  }
-  void forEachStick(const std::function<void(const repl::StickEntry&)>&) const override {}
-  void forEachConn(const std::function<void(const repl::ConnEntry&)>&) const override {}
-  bool applyStick(const repl::StickEntry&, TimePoint) override { return false; }
-  bool removeStick(uint64_t, const std::string&, repl::Version) override { return false; }
-  std::optional<uint64_t> get(uint64_t backendId, const std::string& key) const {
-    std::lock_guard l(mu_);
-    auto it = map_.find({backendId, key});
-    if (it == map_.end()) return std::nullopt;
-    return it->second;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::map<std::pair<uint64_t, std::string>, uint64_t> map_;
-};
-
 config::Server server(const std::string& backend, const std::string& name, uint16_t port) {
   config::Server s;
   s.name = name;
@@ -168,9 +100,14 @@ class DataplaneTest : public ::testing::Test {
     EngineOptions o;
     o.config = cfg_;
     o.pools = snapshotOf(cfg_);
-    o.makeSelector = [](config::Algorithm, uint64_t) { return std::make_unique<TestRoundRobin>(); };
+    o.makeSelector = defaultSelectorFactory();
+    sticky_ = std::shared_ptr<StickTables>(makeStickTables(stickTableSpecs(*cfg_)));
     o.stickTables = sticky_;
-    o.makeRouter = makeRouter_;
+    o.makeRouter = defaultRouterFactory();
+    const std::vector<uint8_t> secret(32, 7);
+    auto codecs = CookieCodecs::load(*cfg_, secret);
+    ASSERT_TRUE(codecs.ok()) << codecs.error();
+    o.cookies = std::make_shared<const CookieCodecs>(std::move(codecs).value());
     auto e = Engine::start(std::move(o));
     ASSERT_TRUE(e.ok()) << e.error();
     engine_ = std::move(e).value();
@@ -180,8 +117,7 @@ class DataplaneTest : public ::testing::Test {
 
   std::unique_ptr<HttpBackend> web1_, web2_;
   std::unique_ptr<EchoBackend> echo1_, echo2_;
-  std::shared_ptr<MapStickTables> sticky_ = std::make_shared<MapStickTables>();
-  RouterFactory makeRouter_;
+  std::shared_ptr<StickTables> sticky_;
   config::ConfigPtr cfg_;
   std::unique_ptr<Engine> engine_;
   uint16_t httpPort_ = 0, tcpPort_ = 0;
@@ -574,7 +510,7 @@ TEST_F(DataplaneTest, TcpStickinessBySource) {
     if (i == 0) first = g;
     EXPECT_EQ(g, first) << "connection " << i << " left its sticky server";
   }
-  auto stuck = sticky_->get(stableId("echo"), std::string("\x7f\0\0\x01", 4));
+  auto stuck = sticky_->lookup(stableId("echo"), std::string("\x7f\0\0\x01", 4), SteadyClock::now(), [](repl::Change&&) {});
   ASSERT_TRUE(stuck.has_value());
   EXPECT_EQ(*stuck, stableId(first == "echo1\n" ? "echo/echo1" : "echo/echo2"));
   // The sticky server dies: the connection goes to the other one and re-sticks there.
@@ -596,20 +532,25 @@ TEST_F(DataplaneTest, HttpStickinessByHeaderAndAppCookie) {
     if (i == 0) server = s;
     EXPECT_EQ(s, server) << i;
   }
-  EXPECT_TRUE(sticky_->get(stableId("web"), "alice").has_value());
+  EXPECT_TRUE(sticky_->lookup(stableId("web"), "alice", SteadyClock::now(), [](repl::Change&&) {}).has_value());
+  // The sticky mapping went to the worker's change queue for state sync.
+  bool upsert = false;
+  repl::Change ch;
+  for (size_t w = 0; w < engine_->workerCount(); ++w)
+    while (engine_->changeQueue(w).pop(ch)) upsert |= ch.kind == repl::ChangeKind::StickUpsert;
+  EXPECT_TRUE(upsert);
 }
 
 TEST_F(DataplaneTest, RoutesPickTheBackend) {
-  // A route function standing in for balancer::Router: /tcp-ish paths go to "other".
-  makeRouter_ = [](const config::Frontend&) -> RouteFn {
-    static const std::string other = "other";
-    return [](const RequestView& r) -> const std::string* {
-      return r.path() == "/other" && r.host() == "example.com" && r.method() == "GET" ? &other : nullptr;
-    };
-  };
   HttpBackend otherServer("other1");
   start([&](config::Config& c) {
-    c.frontends[0].routes.resize(1);  // the engine builds a router only when routes exist
+    config::Route r;
+    r.name = "other";
+    r.match.hosts = {config::HostMatch{config::HostMatchKind::Exact, "example.com"}};
+    r.match.path = config::PathMatch{config::PathMatchKind::Exact, "/other"};
+    r.match.methods = {"GET"};
+    r.backend = "other";
+    c.frontends[0].routes = {r};
     config::Backend b;
     b.name = "other";
     b.id = stableId("other");
@@ -624,6 +565,25 @@ TEST_F(DataplaneTest, RoutesPickTheBackend) {
   ASSERT_TRUE(c.send("GET /else HTTP/1.1\r\nHost: example.com\r\n\r\n"));
   ASSERT_TRUE(c.readResponse(r));
   EXPECT_TRUE(contains(r.body, "server=web")) << r.body;
+}
+
+TEST_F(DataplaneTest, CookieStickinessInsertsAndFollowsTheCookie) {
+  start([](config::Config& c) {
+    c.backends[0].sticky.mode = config::StickyMode::Cookie;
+    c.backends[0].sticky.name = "HALB";
+  });
+  auto first = testing::get(httpPort_, "/");
+  ASSERT_EQ(first.status, 200);
+  size_t p = first.head.find("Set-Cookie: HALB=");
+  ASSERT_NE(p, std::string::npos) << first.head;
+  std::string value = first.head.substr(p + 17, first.head.find(';', p) - p - 17);
+  std::string server = first.body.substr(0, first.body.find(' '));
+  for (int i = 0; i < 6; ++i) {
+    auto r = testing::get(httpPort_, "/", "Cookie: other=1; HALB=" + value + "\r\n");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body.substr(0, r.body.find(' ')), server) << i;
+    EXPECT_FALSE(contains(r.head, "Set-Cookie")) << "a valid cookie is not set again";
+  }
 }
 
 TEST_F(DataplaneTest, ExpectContinue) {
@@ -675,7 +635,7 @@ TEST(DataplaneStart, FreebindListensOnAddressNotHeldYet) {
   EngineOptions o;
   o.config = c;
   o.pools = std::make_shared<PoolSnapshot>();
-  o.makeSelector = [](config::Algorithm, uint64_t) { return std::make_unique<TestRoundRobin>(); };
+  o.makeSelector = defaultSelectorFactory();
   // 192.0.2.77 is not local: IP_FREEBIND lets the bind succeed (a backup binding the VIP).
   auto e = Engine::start(std::move(o));
   ASSERT_TRUE(e.ok()) << e.error();
