@@ -5,7 +5,14 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include <thread>
+
 #include "app/admin.h"
+#include "balancer/engine.h"
+#include "balancer/pool_service.h"
+#include "balancer/stick_table.h"
+#include "balancer/sticky.h"
+#include "common/crypto.h"
 #include "common/log.h"
 #include "config/loader.h"
 
@@ -17,7 +24,41 @@ namespace halb::app {
 
 // The services this node runs; each is null when the configuration does not ask for it.
 // Wiring code for each service lives in startServices().
-struct Node::Services {};
+struct Node::Services {
+  // Data plane: pools (health, outliers, slow start) on this loop, snapshots posted to the
+  // engine's workers; stick tables shared by the workers; cookie codecs per backend.
+  std::vector<uint8_t> cookieSecret;  // standalone fallback key (see loadCookieKey)
+  std::shared_ptr<balancer::StickTables> stickTables;
+  std::unique_ptr<balancer::PoolService> pools;
+  std::unique_ptr<balancer::Engine> engine;
+  std::unique_ptr<uv::Timer> housekeeping;  // stick-table expiry, stuck-worker watch
+  std::vector<uint64_t> heartbeats;
+  std::vector<int> stalledChecks;
+  std::unique_ptr<uv::Async> engineStopped;
+  std::thread stopper;
+  ~Services() {
+    if (stopper.joinable()) stopper.join();
+  }
+};
+
+namespace {
+
+constexpr Duration kHousekeeping = std::chrono::seconds(1);
+// A worker whose heartbeat (a 250 ms tick) has not moved in this many housekeeping rounds
+// has a blocked loop.
+constexpr int kStuckRounds = 2;
+
+std::shared_ptr<const balancer::CookieCodecs> loadCookies(const config::Config& cfg,
+                                                          std::span<const uint8_t> fallback) {
+  auto c = balancer::CookieCodecs::load(cfg, fallback);
+  if (!c.ok()) {
+    HALB_LOG(Error, "balancer") << "sticky cookies: " << c.error();
+    return nullptr;
+  }
+  return std::make_shared<const balancer::CookieCodecs>(std::move(c).value());
+}
+
+}  // namespace
 
 Node::Node(config::ConfigPtr config, std::string configPath, std::string nodeName)
     : config_(std::move(config)),
@@ -67,6 +108,89 @@ std::string Node::statusJson() {
   return j.take();
 }
 
+bool Node::startDataPlane() {
+  Services& s = *services_;
+  const auto& cfg = *config_;
+  s.cookieSecret.resize(32);
+  randomBytes(s.cookieSecret);
+  s.stickTables = std::shared_ptr<balancer::StickTables>(
+      balancer::makeStickTables(balancer::stickTableSpecs(cfg)));
+  const uint32_t workers = balancer::Engine::workerCount(cfg);
+
+  balancer::PoolManager::Options po;
+  po.workers = workers;
+  po.publish = [this](balancer::PoolSnapshotPtr snap) {
+    if (services_ && services_->engine) services_->engine->updatePools(std::move(snap));
+  };
+  s.pools = std::make_unique<balancer::PoolService>(loop_, std::move(po), config_,
+                                                    static_cast<uint64_t>(::getpid()));
+
+  balancer::EngineOptions eo;
+  eo.config = config_;
+  eo.pools = s.pools->manager().snapshot();
+  eo.makeSelector = balancer::defaultSelectorFactory();
+  eo.makeRouter = balancer::defaultRouterFactory();
+  eo.stickTables = s.stickTables;
+  eo.cookies = loadCookies(cfg, s.cookieSecret);
+  eo.outcomeSink = [this](size_t w) { return &services_->pools->manager().reporter(w); };
+  eo.nodeIndex = 0;
+  auto engine = balancer::Engine::start(std::move(eo));
+  if (!engine.ok()) {
+    HALB_LOG(Error, "balancer") << engine.error();
+    return false;
+  }
+  s.engine = std::move(engine).value();
+  // A snapshot published between snapshot() above and the engine's start is not lost.
+  s.engine->updatePools(s.pools->manager().snapshot());
+
+  s.heartbeats.assign(s.engine->workerCount(), 0);
+  s.stalledChecks.assign(s.engine->workerCount(), 0);
+  s.housekeeping = std::make_unique<uv::Timer>(loop_);
+  s.housekeeping->startRepeating(kHousekeeping, [this] {
+    Services& sv = *services_;
+    sv.stickTables->expire(loop_.now());
+    for (size_t i = 0; i < sv.heartbeats.size(); ++i) {
+      uint64_t hb = sv.engine->workerInfo(i).heartbeat;
+      sv.stalledChecks[i] = hb == sv.heartbeats[i] ? sv.stalledChecks[i] + 1 : 0;
+      sv.heartbeats[i] = hb;
+      if (sv.stalledChecks[i] == kStuckRounds) {
+        HALB_LOG(Error, "balancer") << "worker " << i << " looks stuck: its loop has not ticked for "
+                                    << kStuckRounds << " s";
+      }
+    }
+  });
+
+  addMetrics([this](PromWriter& w) {
+    if (!services_) return;
+    services_->engine->writeMetrics(w);
+    services_->pools->manager().writeMetrics(w, loop_.now());
+  });
+  addStatus("dataplane", [this](JsonWriter& j) { j.raw(services_->engine->statusJson()); });
+  addStatus("pools", [this](JsonWriter& j) { services_->pools->manager().writeStatus(j, loop_.now()); });
+  onReload([this](const config::ConfigPtr& next) {
+    Services& sv = *services_;
+    sv.stickTables->configure(balancer::stickTableSpecs(*next));
+    sv.pools->applyConfig(next);  // publishes a snapshot with the new backends
+    if (auto c = loadCookies(*next, sv.cookieSecret)) sv.engine->updateCookies(std::move(c));
+  });
+  // Stop: drain the workers off the loop thread (stop() blocks up to timeouts.drain), then
+  // let the next stop hook run.
+  onStop([this](std::function<void()> done) {
+    Services& sv = *services_;
+    sv.housekeeping->stop();
+    sv.engineStopped = std::make_unique<uv::Async>(loop_, [this, done] {
+      if (services_->stopper.joinable()) services_->stopper.join();
+      done();
+    });
+    const Duration drain = config_->timeouts.drain;
+    sv.stopper = std::thread([&sv, drain] {
+      sv.engine->stop(drain);
+      sv.engineStopped->send();
+    });
+  });
+  return true;
+}
+
 void Node::startServices() {
   services_ = std::make_unique<Services>();
   admin_->handle("GET", "/metrics", [this](const AdminRequest&) {
@@ -93,6 +217,7 @@ int Node::run() {
     return 1;
   }
   startServices();
+  if (!startDataPlane()) return 1;
 
   // A write to a closed socket is an error value, not a reason to die.
   ::signal(SIGPIPE, SIG_IGN);
