@@ -6,7 +6,7 @@
 # GiBs through each proxy, and straight to the sink as the limit; CPU per GiB.
 #
 # usage: bench/run.sh BUILD_DIR [--quick] [--duration SECS] [--rounds N] [--gib N]
-#   BUILD_DIR holds bench/halb_bench and bench/tcp_bulk (a Release build).
+#   BUILD_DIR holds app/halb and bench/tcp_bulk (a Release build).
 # Whole run < 5 min by default; --quick (CI) is about 1 min.
 set -euo pipefail
 
@@ -28,7 +28,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-halb_bin=$(realpath "$build/bench/halb_bench")
+halb_bin=$(realpath "$build/app/halb")
 bulk_bin=$(realpath "$build/bench/tcp_bulk")
 for b in "$halb_bin" "$bulk_bin" /usr/sbin/haproxy /usr/sbin/nginx /usr/bin/wrk; do
   [[ -x $b ]] || { echo "missing $b (build Release with HALB_BUILD_BENCH=ON; ./scripts/install-deps.sh)" >&2; exit 1; }
@@ -101,7 +101,8 @@ backends:
     servers:
       - { name: sink, address: 127.0.0.1:$sink }
 EOF
-"$halb_bin" -c "$tmp/halb.yaml" 2>"$tmp/halb.log" &
+# `halb run`: the real binary (health checks on, every server must pass one first).
+"$halb_bin" run -c "$tmp/halb.yaml" --node bench >"$tmp/halb.log" 2>&1 &
 pid_of[halb]=$!
 pids+=($!)
 
@@ -160,6 +161,11 @@ pid_of[nginx]=$!
 pids+=($!)
 
 for p in halb haproxy nginx; do wait_port "${http_port[$p]}"; wait_port "${tcp_port[$p]}"; done
+# halb serves once its first health checks have passed.
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:${http_port[halb]}/" >/dev/null 2>&1 && break
+  sleep 0.05
+done
 
 # --- measurements --------------------------------------------------------------------------
 to_ms() {  # wrk latency "123.45us" | "1.23ms" | "1.02s" -> ms
