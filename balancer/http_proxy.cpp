@@ -128,6 +128,14 @@ class HttpSession final : public Session, private RequestView {
     worker_.returnBuffer(std::move(cbuf_));
   }
 
+  void describe(repl::ConnEntry& e) override {
+    Session::describe(e);
+    // Idle between requests with nothing buffered: the keep-alive point at which the
+    // connection could be frozen and moved (issue 9).
+    e.phase = phase_ == Phase::Idle && cbuf_.empty() ? repl::ConnPhase::Idle : repl::ConnPhase::Busy;
+    e.appState = phase_ == Phase::Idle ? "h1:idle" : "h1:busy";
+  }
+
   void onTimeout() override {
     ErrorCode ec;
     if (phase_ == Phase::Connect) {

@@ -75,6 +75,15 @@ class TcpSession final : public Session {
     }
   }
 
+  void describe(repl::ConnEntry& e) override {
+    Session::describe(e);
+    // Idle: both pipes empty, nothing in flight inside halb (the point where a connection
+    // can be frozen for TCP_REPAIR); bytes still queued in the kernel are the dump's job.
+    e.phase = closed_ ? repl::ConnPhase::Closed
+              : (phase_ == Phase::Proxy && up_.pending == 0 && down_.pending == 0) ? repl::ConnPhase::Idle
+                                                                                  : repl::ConnPhase::Busy;
+  }
+
   void onTimeout() override {
     if (phase_ == Phase::Connect) {
       ErrorCode ec;
@@ -208,7 +217,10 @@ class TcpSession final : public Session {
     }
   }
 
-  asio::awaitable<void> copyPump(tcp::socket& src, tcp::socket& dst, uint64_t& counter, bool fromClient) {
+  // Buffered copy for streams splice cannot serve (no pipes left; TLS later): any pair of
+  // Asio stream types.
+  template <class SrcStream, class DstStream>
+  asio::awaitable<void> copyPump(SrcStream& src, DstStream& dst, uint64_t& counter, bool fromClient) {
     Buffer buf = worker_.takeBuffer();
     for (;;) {
       auto [ec, n] = co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);

@@ -452,6 +452,7 @@ TEST_F(DataplaneTest, LongConnectionsArePublishedToTheConnectionTable) {
   EXPECT_EQ(seen[0].frontend.port, tcpPort_);
   EXPECT_EQ(seen[0].bytesIn, 5u);
   EXPECT_EQ(seen[0].backendId, stableId("echo"));
+  EXPECT_EQ(seen[0].phase, repl::ConnPhase::Idle);  // nothing in flight inside halb
   repl::Change ch;
   ASSERT_TRUE(engine_->changeQueue(0).pop(ch));
   EXPECT_EQ(ch.kind, repl::ChangeKind::ConnOpen);
