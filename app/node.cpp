@@ -133,7 +133,10 @@ bool Node::startDataPlane() {
   eo.stickTables = s.stickTables;
   eo.cookies = loadCookies(cfg, s.cookieSecret);
   eo.outcomeSink = [this](size_t w) { return &services_->pools->manager().reporter(w); };
+  // Connection ids carry one node bit: the pair's nodes sort their names the same way.
   eo.nodeIndex = 0;
+  for (const auto& peer : cfg.peers)
+    if (peer.name < cfg.self.name) eo.nodeIndex = 1;
   auto engine = balancer::Engine::start(std::move(eo));
   if (!engine.ok()) {
     HALB_LOG(Error, "balancer") << engine.error();
@@ -165,8 +168,14 @@ bool Node::startDataPlane() {
     services_->engine->writeMetrics(w);
     services_->pools->manager().writeMetrics(w, loop_.now());
   });
-  addStatus("dataplane", [this](JsonWriter& j) { j.raw(services_->engine->statusJson()); });
-  addStatus("pools", [this](JsonWriter& j) { services_->pools->manager().writeStatus(j, loop_.now()); });
+  addStatus("dataplane", [this](JsonWriter& j) {
+    if (services_ && services_->engine) j.raw(services_->engine->statusJson());
+    else j.raw("null");
+  });
+  addStatus("pools", [this](JsonWriter& j) {
+    if (services_ && services_->pools) services_->pools->manager().writeStatus(j, loop_.now());
+    else j.raw("null");
+  });
   onReload([this](const config::ConfigPtr& next) {
     Services& sv = *services_;
     sv.stickTables->configure(balancer::stickTableSpecs(*next));
