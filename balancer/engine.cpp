@@ -19,7 +19,9 @@
 
 namespace halb::balancer {
 
-const char* toString(Role r) { return r == Role::Master ? "master" : "backup"; }
+const char* toString(Role r) {
+  return r == Role::Master ? "master" : "backup";
+}
 
 namespace {
 
@@ -63,9 +65,12 @@ SocketAddress boundAddress(int fd) {
 void jsonString(std::ostringstream& o, std::string_view s) {
   o << '"';
   for (char c : s) {
-    if (c == '"' || c == '\\') o << '\\' << c;
-    else if (static_cast<unsigned char>(c) < 0x20) o << ' ';
-    else o << c;
+    if (c == '"' || c == '\\')
+      o << '\\' << c;
+    else if (static_cast<unsigned char>(c) < 0x20)
+      o << ' ';
+    else
+      o << c;
   }
   o << '"';
 }
@@ -134,12 +139,14 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
     if (options.outcomeSink) impl->workers.back()->setOutcomeSink(options.outcomeSink(w));
   }
   for (auto& w : impl->workers) w->start();
-  HALB_LOG(Info, "dataplane") << "engine started: " << n << " workers, "
-                              << sh.frontends.size() << " frontends";
+  HALB_LOG(Info, "dataplane") << "engine started: " << n << " workers, " << sh.frontends.size()
+                              << " frontends";
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-size_t Engine::workerCount() const { return impl_->workers.size(); }
+size_t Engine::workerCount() const {
+  return impl_->workers.size();
+}
 
 uint32_t Engine::workerCount(const config::Config& config) {
   return config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -153,8 +160,12 @@ void Engine::updatePools(PoolSnapshotPtr pools) {
   for (auto& w : impl_->workers) w->postPools(pools);
 }
 
-void Engine::setRole(Role role) { impl_->shared.role.store(role); }
-Role Engine::role() const { return impl_->shared.role.load(); }
+void Engine::setRole(Role role) {
+  impl_->shared.role.store(role);
+}
+Role Engine::role() const {
+  return impl_->shared.role.load();
+}
 
 void Engine::stop(Duration drain) {
   if (impl_->stopped) return;
@@ -164,7 +175,9 @@ void Engine::stop(Duration drain) {
   HALB_LOG(Info, "dataplane") << "engine stopped";
 }
 
-repl::ChangeQueue& Engine::changeQueue(size_t worker) { return impl_->workers.at(worker)->changes(); }
+repl::ChangeQueue& Engine::changeQueue(size_t worker) {
+  return impl_->workers.at(worker)->changes();
+}
 
 WorkerInfo Engine::workerInfo(size_t worker) const {
   const auto& m = impl_->workers.at(worker)->metrics();
@@ -203,9 +216,11 @@ void Engine::writeMetrics(PromWriter& w) const {
        &dp::WorkerMetrics::connectionsAccepted},
       {"halb_connections_active", "gauge", "Client connections open now.",
        &dp::WorkerMetrics::activeConnections},
-      {"halb_bytes_in_total", "counter", "Bytes received from clients.", &dp::WorkerMetrics::bytesIn},
+      {"halb_bytes_in_total", "counter", "Bytes received from clients.",
+       &dp::WorkerMetrics::bytesIn},
       {"halb_bytes_out_total", "counter", "Bytes sent to clients.", &dp::WorkerMetrics::bytesOut},
-      {"halb_accept_errors_total", "counter", "Failed accept() calls.", &dp::WorkerMetrics::acceptErrors},
+      {"halb_accept_errors_total", "counter", "Failed accept() calls.",
+       &dp::WorkerMetrics::acceptErrors},
       {"halb_server_connect_failures_total", "counter", "Failed connects to servers.",
        &dp::WorkerMetrics::connectFailures},
       {"halb_server_connect_retries_total", "counter", "Connects retried on another server.",

@@ -50,16 +50,16 @@ inline RouterFactory defaultRouterFactory() {
 }
 
 struct EngineOptions {
-  config::ConfigPtr config;  // frontends, timeouts, limits, workers
-  PoolSnapshotPtr pools;     // first snapshot; later ones through updatePools()
+  config::ConfigPtr config;      // frontends, timeouts, limits, workers
+  PoolSnapshotPtr pools;         // first snapshot; later ones through updatePools()
   SelectorFactory makeSelector;  // required
   RouterFactory makeRouter;      // null: every request goes to the frontend's default backend
-  std::shared_ptr<StickTables> stickTables;  // null: source/app_cookie/header stickiness off
+  std::shared_ptr<StickTables> stickTables;     // null: source/app_cookie/header stickiness off
   std::shared_ptr<const CookieCodecs> cookies;  // null: cookie stickiness off
   // Worker i's passive-outcome port (PoolManager::reporter(i)); null: outcomes not reported.
   // Called once per worker at start; the sink must outlive the engine.
   std::function<OutcomeSink*(size_t worker)> outcomeSink;
-  uint32_t nodeIndex = 0;          // goes into connection ids (bit 63) so two nodes never clash
+  uint32_t nodeIndex = 0;  // goes into connection ids (bit 63) so two nodes never clash
   Role role = Role::Master;
 };
 

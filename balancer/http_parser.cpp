@@ -31,9 +31,13 @@ constexpr std::array<bool, 256> makeValueChar() {
 constexpr std::array<bool, 256> kValueChar = makeValueChar();
 
 // request-target characters: visible ASCII only (RFC 9112 §3.2; no whitespace, no obs-text).
-constexpr bool isTargetChar(unsigned char c) { return c > 0x20 && c < 0x7f; }
+constexpr bool isTargetChar(unsigned char c) {
+  return c > 0x20 && c < 0x7f;
+}
 
-inline char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+inline char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+}
 
 int hexValue(unsigned char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -106,13 +110,17 @@ bool forEachListElement(std::string_view v, Fn&& fn) {
 }
 
 constexpr uint8_t kMaxLeadingEmptyLines = 4;
-constexpr uint32_t kMaxChunkLine = 4096;  // size + extensions
+constexpr uint32_t kMaxChunkLine = 4096;      // size + extensions
 constexpr uint32_t kMaxChunkSizeDigits = 15;  // < 2^60: no overflow, far above any real body
 
 }  // namespace
 
-bool isTchar(unsigned char c) { return kTchar[c]; }
-bool isFieldVchar(unsigned char c) { return c != ' ' && c != '\t' && kValueChar[c]; }
+bool isTchar(unsigned char c) {
+  return kTchar[c];
+}
+bool isFieldVchar(unsigned char c) {
+  return c != ' ' && c != '\t' && kValueChar[c];
+}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -123,26 +131,40 @@ bool iequals(std::string_view a, std::string_view b) {
 
 const char* toString(ParseError e) {
   switch (e) {
-    case ParseError::None: return "none";
-    case ParseError::BadRequest: return "bad_request";
-    case ParseError::UriTooLong: return "uri_too_long";
-    case ParseError::HeadersTooLarge: return "headers_too_large";
-    case ParseError::NotImplemented: return "not_implemented";
-    case ParseError::VersionNotSupported: return "version_not_supported";
-    case ParseError::BadMethod: return "bad_method";
+    case ParseError::None:
+      return "none";
+    case ParseError::BadRequest:
+      return "bad_request";
+    case ParseError::UriTooLong:
+      return "uri_too_long";
+    case ParseError::HeadersTooLarge:
+      return "headers_too_large";
+    case ParseError::NotImplemented:
+      return "not_implemented";
+    case ParseError::VersionNotSupported:
+      return "version_not_supported";
+    case ParseError::BadMethod:
+      return "bad_method";
   }
   return "?";
 }
 
 int statusFor(ParseError e) {
   switch (e) {
-    case ParseError::None: return 200;
-    case ParseError::BadRequest: return 400;
-    case ParseError::UriTooLong: return 414;
-    case ParseError::HeadersTooLarge: return 431;
-    case ParseError::NotImplemented: return 501;
-    case ParseError::VersionNotSupported: return 505;
-    case ParseError::BadMethod: return 405;
+    case ParseError::None:
+      return 200;
+    case ParseError::BadRequest:
+      return 400;
+    case ParseError::UriTooLong:
+      return 414;
+    case ParseError::HeadersTooLarge:
+      return 431;
+    case ParseError::NotImplemented:
+      return 501;
+    case ParseError::VersionNotSupported:
+      return 505;
+    case ParseError::BadMethod:
+      return 405;
   }
   return 400;
 }
@@ -249,7 +271,8 @@ bool HeadParser::parseRequestLine(const char* base, uint32_t start, uint32_t end
   method_ = {start, i - start};
   uint32_t t = ++i;
   while (i < end && isTargetChar(static_cast<unsigned char>(base[i]))) ++i;
-  if (i == t || i >= end || base[i] != ' ') return fail(ParseError::BadRequest, "bad request-target");
+  if (i == t || i >= end || base[i] != ' ')
+    return fail(ParseError::BadRequest, "bad request-target");
   target_ = {t, i - t};
   ++i;
   std::string_view version(base + i, end - i);
@@ -265,8 +288,9 @@ bool HeadParser::parseRequestLine(const char* base, uint32_t start, uint32_t end
   if (target[0] != '/') {
     if (target == "*") {
       if (m != "OPTIONS") return fail(ParseError::BadRequest, "asterisk-form outside OPTIONS");
-    } else if (!(target.size() > 7 && (iequals(target.substr(0, 7), "http://") ||
-                                       (target.size() > 8 && iequals(target.substr(0, 8), "https://"))))) {
+    } else if (!(target.size() > 7 &&
+                 (iequals(target.substr(0, 7), "http://") ||
+                  (target.size() > 8 && iequals(target.substr(0, 8), "https://"))))) {
       return fail(ParseError::BadRequest, "bad request-target form");
     }
   }
@@ -305,7 +329,8 @@ bool HeadParser::parseField(const char* base, uint32_t start, uint32_t end) {
   uint32_t i = start;
   while (i < end && kTchar[static_cast<unsigned char>(base[i])]) ++i;
   // RFC 9112 §5.1: no whitespace between field name and colon — MUST reject with 400.
-  if (i == start || i >= end || base[i] != ':') return fail(ParseError::BadRequest, "bad field name");
+  if (i == start || i >= end || base[i] != ':')
+    return fail(ParseError::BadRequest, "bad field name");
   Field f;
   f.name = {start, i - start};
   uint32_t v = i + 1;
@@ -332,7 +357,8 @@ bool HeadParser::finish(const char* base) {
     switch (f.id) {
       case FieldId::ContentLength: {
         // 1*DIGIT only (RFC 9110 §8.6); repeated fields must agree exactly.
-        if (value.empty() || value.size() > 18) return fail(ParseError::BadRequest, "bad Content-Length");
+        if (value.empty() || value.size() > 18)
+          return fail(ParseError::BadRequest, "bad Content-Length");
         uint64_t n = 0;
         for (char c : value) {
           if (c < '0' || c > '9') return fail(ParseError::BadRequest, "bad Content-Length");
@@ -411,8 +437,10 @@ bool HeadParser::finish(const char* base) {
     // RFC 9112 §6.1: TE in HTTP/1.0 means the framing is faulty; TE with Content-Length is
     // the classic smuggling vector (§6.3 item 3 allows "remove CL", we refuse instead).
     if (versionMinor_ == 0) return fail(ParseError::BadRequest, "Transfer-Encoding in HTTP/1.0");
-    if (hasContentLength_) return fail(ParseError::BadRequest, "Content-Length with Transfer-Encoding");
-    if (kind_ == Kind::Request && !chunked_) return fail(ParseError::BadRequest, "chunked not final");
+    if (hasContentLength_)
+      return fail(ParseError::BadRequest, "Content-Length with Transfer-Encoding");
+    if (kind_ == Kind::Request && !chunked_)
+      return fail(ParseError::BadRequest, "chunked not final");
   }
   if (kind_ == Kind::Request) {
     if (versionMinor_ == 1 && hostIndex_ < 0) return fail(ParseError::BadRequest, "missing Host");
@@ -499,17 +527,24 @@ ChunkedFramer::Step ChunkedFramer::feed(const char* p, size_t n) {
           break;
         }
         if (!trailerNameChars_) return error();  // no digit
-        if (c == ' ' || c == '\t') state_ = State::SizeWs;
-        else if (c == ';') state_ = State::ExtSemi;
-        else if (c == '\r') state_ = State::SizeLf;
-        else return error();
+        if (c == ' ' || c == '\t')
+          state_ = State::SizeWs;
+        else if (c == ';')
+          state_ = State::ExtSemi;
+        else if (c == '\r')
+          state_ = State::SizeLf;
+        else
+          return error();
         break;
       }
       case State::SizeWs:
         if (c == ' ' || c == '\t') break;
-        if (c == ';') state_ = State::ExtSemi;
-        else if (c == '\r') state_ = State::SizeLf;
-        else return error();
+        if (c == ';')
+          state_ = State::ExtSemi;
+        else if (c == '\r')
+          state_ = State::SizeLf;
+        else
+          return error();
         break;
       case State::ExtSemi:
         if (c == ' ' || c == '\t') break;
@@ -518,37 +553,56 @@ ChunkedFramer::Step ChunkedFramer::feed(const char* p, size_t n) {
         break;
       case State::ExtName:
         if (kTchar[c]) break;
-        if (c == ' ' || c == '\t') state_ = State::ExtNameWs;
-        else if (c == '=') state_ = State::ExtEq;
-        else if (c == ';') state_ = State::ExtSemi;
-        else if (c == '\r') state_ = State::SizeLf;
-        else return error();
+        if (c == ' ' || c == '\t')
+          state_ = State::ExtNameWs;
+        else if (c == '=')
+          state_ = State::ExtEq;
+        else if (c == ';')
+          state_ = State::ExtSemi;
+        else if (c == '\r')
+          state_ = State::SizeLf;
+        else
+          return error();
         break;
       case State::ExtNameWs:
         if (c == ' ' || c == '\t') break;
-        if (c == '=') state_ = State::ExtEq;
-        else if (c == ';') state_ = State::ExtSemi;
-        else if (c == '\r') state_ = State::SizeLf;
-        else return error();
+        if (c == '=')
+          state_ = State::ExtEq;
+        else if (c == ';')
+          state_ = State::ExtSemi;
+        else if (c == '\r')
+          state_ = State::SizeLf;
+        else
+          return error();
         break;
       case State::ExtEq:
         if (c == ' ' || c == '\t') break;
-        if (c == '"') state_ = State::ExtQuoted;
-        else if (kTchar[c]) state_ = State::ExtValue;
-        else return error();
+        if (c == '"')
+          state_ = State::ExtQuoted;
+        else if (kTchar[c])
+          state_ = State::ExtValue;
+        else
+          return error();
         break;
       case State::ExtValue:
         if (kTchar[c]) break;
-        if (c == ' ' || c == '\t') state_ = State::ExtValueWs;
-        else if (c == ';') state_ = State::ExtSemi;
-        else if (c == '\r') state_ = State::SizeLf;
-        else return error();
+        if (c == ' ' || c == '\t')
+          state_ = State::ExtValueWs;
+        else if (c == ';')
+          state_ = State::ExtSemi;
+        else if (c == '\r')
+          state_ = State::SizeLf;
+        else
+          return error();
         break;
       case State::ExtQuoted:
         // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (RFC 9110 §5.6.4)
-        if (c == '"') state_ = State::ExtValueWs;
-        else if (c == '\\') state_ = State::ExtQuotedEsc;
-        else if (!kValueChar[c]) return error();
+        if (c == '"')
+          state_ = State::ExtValueWs;
+        else if (c == '\\')
+          state_ = State::ExtQuotedEsc;
+        else if (!kValueChar[c])
+          return error();
         break;
       case State::ExtQuotedEsc:
         if (!kValueChar[c]) return error();
@@ -556,9 +610,12 @@ ChunkedFramer::Step ChunkedFramer::feed(const char* p, size_t n) {
         break;
       case State::ExtValueWs:
         if (c == ' ' || c == '\t') break;
-        if (c == ';') state_ = State::ExtSemi;
-        else if (c == '\r') state_ = State::SizeLf;
-        else return error();
+        if (c == ';')
+          state_ = State::ExtSemi;
+        else if (c == '\r')
+          state_ = State::SizeLf;
+        else
+          return error();
         break;
       case State::SizeLf:
         if (c != '\n') return error();
@@ -594,8 +651,10 @@ ChunkedFramer::Step ChunkedFramer::feed(const char* p, size_t n) {
       case State::TrailerLine:
         if (++trailerBytes_ > maxTrailer_) return error();
         if (!trailerColon_) {
-          if (c == ':') trailerColon_ = true;
-          else if (!kTchar[c]) return error();
+          if (c == ':')
+            trailerColon_ = true;
+          else if (!kTchar[c])
+            return error();
         } else if (c == '\r') {
           state_ = State::TrailerLf;
         } else if (!kValueChar[c]) {

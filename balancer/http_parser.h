@@ -24,12 +24,12 @@ enum class ParseStatus : uint8_t { Incomplete, Complete, Error };
 // Why a message was refused; each maps to the status code the proxy answers with.
 enum class ParseError : uint8_t {
   None,
-  BadRequest,         // 400: malformed or ambiguous framing
-  UriTooLong,         // 414: request line over the limit
-  HeadersTooLarge,    // 431: header block or field count over the limit
-  NotImplemented,     // 501: transfer coding other than chunked
-  VersionNotSupported,// 505
-  BadMethod,          // 405 (CONNECT: halb is not a forward proxy)
+  BadRequest,           // 400: malformed or ambiguous framing
+  UriTooLong,           // 414: request line over the limit
+  HeadersTooLarge,      // 431: header block or field count over the limit
+  NotImplemented,       // 501: transfer coding other than chunked
+  VersionNotSupported,  // 505
+  BadMethod,            // 405 (CONNECT: halb is not a forward proxy)
 };
 const char* toString(ParseError e);
 int statusFor(ParseError e);
@@ -115,11 +115,15 @@ class HeadParser {
   bool connectionClose() const { return connClose_; }
   bool connectionKeepAlive() const { return connKeepAlive_; }
   // Keep-alive as the sender intends it (RFC 9112 §9.3).
-  bool keepAlive() const { return versionMinor_ == 1 ? !connClose_ : (connKeepAlive_ && !connClose_); }
+  bool keepAlive() const {
+    return versionMinor_ == 1 ? !connClose_ : (connKeepAlive_ && !connClose_);
+  }
   // Connection: upgrade together with an Upgrade field.
   bool upgrade() const { return upgrade_; }
   bool expectContinue() const { return expectContinue_; }
-  bool methodIs(std::string_view base, std::string_view m) const { return view(base, method_) == m; }
+  bool methodIs(std::string_view base, std::string_view m) const {
+    return view(base, method_) == m;
+  }
 
   // Request body framing (RFC 9112 §6.3): chunked, Content-Length or none.
   BodyKind requestBody() const;
@@ -184,9 +188,9 @@ class ChunkedFramer {
 
  private:
   enum class State : uint8_t {
-    Size,          // hex digits
-    SizeWs,        // BWS after the size
-    ExtSemi,       // BWS after ';'
+    Size,     // hex digits
+    SizeWs,   // BWS after the size
+    ExtSemi,  // BWS after ';'
     ExtName,
     ExtNameWs,     // BWS after a name
     ExtEq,         // BWS after '='

@@ -34,7 +34,7 @@ using http::ParseStatus;
 namespace {
 
 constexpr size_t kMaxTries = 8;
-constexpr Duration kErrorLinger = 1s;     // reading what the client still sends after an error
+constexpr Duration kErrorLinger = 1s;  // reading what the client still sends after an error
 constexpr size_t kErrorLingerBytes = 64 * 1024;
 
 std::string makeError(int code, std::string_view reason, std::string_view body) {
@@ -52,29 +52,44 @@ const std::string& errorResponse(int code) {
   static const std::string k414 = makeError(414, "URI Too Long", "request line too long\n");
   static const std::string k431 =
       makeError(431, "Request Header Fields Too Large", "request header fields too large\n");
-  static const std::string k501 = makeError(501, "Not Implemented", "transfer coding not implemented\n");
+  static const std::string k501 =
+      makeError(501, "Not Implemented", "transfer coding not implemented\n");
   static const std::string k502 = makeError(502, "Bad Gateway", "the server failed to answer\n");
   static const std::string k503 =
       makeError(503, "Service Unavailable", "no healthy server available for this request\n");
-  static const std::string k504 = makeError(504, "Gateway Timeout", "the server did not answer in time\n");
+  static const std::string k504 =
+      makeError(504, "Gateway Timeout", "the server did not answer in time\n");
   static const std::string k505 =
       makeError(505, "HTTP Version Not Supported", "HTTP version not supported\n");
   switch (code) {
-    case 404: return k404;
-    case 405: return k405;
-    case 408: return k408;
-    case 414: return k414;
-    case 431: return k431;
-    case 501: return k501;
-    case 502: return k502;
-    case 503: return k503;
-    case 504: return k504;
-    case 505: return k505;
-    default: return k400;
+    case 404:
+      return k404;
+    case 405:
+      return k405;
+    case 408:
+      return k408;
+    case 414:
+      return k414;
+    case 431:
+      return k431;
+    case 501:
+      return k501;
+    case 502:
+      return k502;
+    case 503:
+      return k503;
+    case 504:
+      return k504;
+    case 505:
+      return k505;
+    default:
+      return k400;
   }
 }
 
-char lowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+char lowerAscii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+}
 
 // IpAddress::toString goes through inet_ntop (printf machinery); IPv4, the common case, is
 // formatted by hand since it is done once per client connection.
@@ -99,8 +114,8 @@ enum class BodyResult : uint8_t { Ok, SrcClosed, SrcError, DstError, Timeout, In
 
 class HttpSession final : public Session, private RequestView {
  public:
-  HttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr, const SocketAddress& listenAddr,
-             uint64_t fi)
+  HttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+              const SocketAddress& listenAddr, uint64_t fi)
       : Session(w, std::move(client), clientAddr, listenAddr, fi),
         fe_(w.shared().frontends[fi]),
         req_(HeadParser::Kind::Request, limitsOf(w.config())),
@@ -132,7 +147,8 @@ class HttpSession final : public Session, private RequestView {
     Session::describe(e);
     // Idle between requests with nothing buffered: the keep-alive point at which the
     // connection could be frozen and moved (issue 9).
-    e.phase = phase_ == Phase::Idle && cbuf_.empty() ? repl::ConnPhase::Idle : repl::ConnPhase::Busy;
+    e.phase =
+        phase_ == Phase::Idle && cbuf_.empty() ? repl::ConnPhase::Idle : repl::ConnPhase::Busy;
     e.appState = phase_ == Phase::Idle ? "h1:idle" : "h1:busy";
   }
 
@@ -162,11 +178,20 @@ class HttpSession final : public Session, private RequestView {
   }
 
  private:
-  enum class Phase : uint8_t { Idle, Head, Body, Connect, ServerResponse, ResponseBody, Tunnel, Closing };
+  enum class Phase : uint8_t {
+    Idle,
+    Head,
+    Body,
+    Connect,
+    ServerResponse,
+    ResponseBody,
+    Tunnel,
+    Closing
+  };
 
   static http::ParseLimits limitsOf(const config::Config& c) {
-    return {static_cast<uint32_t>(c.limits.requestLine), static_cast<uint32_t>(c.limits.headerBytes),
-            c.limits.headerCount};
+    return {static_cast<uint32_t>(c.limits.requestLine),
+            static_cast<uint32_t>(c.limits.headerBytes), c.limits.headerCount};
   }
   size_t headLimit(const config::Config& c) const {
     return c.limits.requestLine + c.limits.headerBytes + 1024;
@@ -195,7 +220,8 @@ class HttpSession final : public Session, private RequestView {
         size_t eq = pair.find('=');
         if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
           std::string_view val = pair.substr(eq + 1);
-          if (val.size() >= 2 && val.front() == '"' && val.back() == '"') val = val.substr(1, val.size() - 2);
+          if (val.size() >= 2 && val.front() == '"' && val.back() == '"')
+            val = val.substr(1, val.size() - 2);
           return val;
         }
         if (semi == std::string_view::npos) break;
@@ -244,8 +270,8 @@ class HttpSession final : public Session, private RequestView {
         if (st == ParseStatus::Complete) co_return true;
         if (st == ParseStatus::Error) {
           WorkerMetrics::inc(worker_.metrics().parseErrors);
-          HALB_LOG_EVERY(Info, "http", 1s) << "refused a request from " << clientIp_ << ": "
-                                           << req_.errorDetail();
+          HALB_LOG_EVERY(Info, "http", 1s)
+              << "refused a request from " << clientIp_ << ": " << req_.errorDetail();
           co_await sendErrorAndClose(http::statusFor(req_.error()));
           co_return false;
         }
@@ -255,7 +281,8 @@ class HttpSession final : public Session, private RequestView {
         co_await sendErrorAndClose(431);
         co_return false;
       }
-      auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.writePtr(), cbuf_.writable()), kUseTuple);
+      auto [ec, n] = co_await client_.async_read_some(
+          asio::buffer(cbuf_.writePtr(), cbuf_.writable()), kUseTuple);
       if (ec) {
         // Timeout with a partial request: 408 (RFC 9110 §15.5.9); an idle keep-alive
         // connection just closes.
@@ -291,7 +318,8 @@ class HttpSession final : public Session, private RequestView {
 
     // Route.
     const std::string* backendName = fe_.route ? fe_.route(*this) : nullptr;
-    if (backendName == nullptr && !fe_.cfg->defaultBackend.empty()) backendName = &fe_.cfg->defaultBackend;
+    if (backendName == nullptr && !fe_.cfg->defaultBackend.empty())
+      backendName = &fe_.cfg->defaultBackend;
     if (backendName == nullptr) {
       co_await sendErrorAndClose(404);
       co_return false;
@@ -318,7 +346,8 @@ class HttpSession final : public Session, private RequestView {
     if (req_.expectContinue() && reqBody != BodyKind::None && cbuf_.empty()) {
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       beforeClientWrite();
-      auto [ec, n] = co_await asio::async_write(client_, asio::buffer(k100.data(), k100.size()), kUseTuple);
+      auto [ec, n] =
+          co_await asio::async_write(client_, asio::buffer(k100.data(), k100.size()), kUseTuple);
       if (ec) co_return false;
     }
 
@@ -329,7 +358,8 @@ class HttpSession final : public Session, private RequestView {
     TimePoint sentAt{};
     for (int attempt = 0;; ++attempt) {
       bool reused = false;
-      server = co_await acquireServer(cfg, *backend, attempt > 0, reqBody != BodyKind::None, reused);
+      server =
+          co_await acquireServer(cfg, *backend, attempt > 0, reqBody != BodyKind::None, reused);
       if (server == nullptr) {
         WorkerMetrics::inc(worker_.metrics().noServer);
         HALB_LOG_EVERY(Warn, "http", 1s) << "backend " << *backendName << ": no server available";
@@ -364,7 +394,8 @@ class HttpSession final : public Session, private RequestView {
           continue;  // the pooled connection was closed under us: resend on a fresh one
         }
         dropActive();
-        if (server->stats && !timedOut_) server->stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
+        if (server->stats && !timedOut_)
+          server->stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
         releaseServer(false);
         co_await sendErrorAndClose(timedOut_ && phase_ == Phase::ServerResponse ? 504 : 502);
         co_return false;
@@ -408,14 +439,15 @@ class HttpSession final : public Session, private RequestView {
     }
     const BodyKind respBody = resp_.responseBody(isHead);
     const bool closeAfter = !clientKeepAlive_ || respBody == BodyKind::UntilClose || draining_;
-    const bool serverReusable = resp_.keepAlive() && respBody != BodyKind::UntilClose && sentBody &&
-                                !upgrade;
+    const bool serverReusable =
+        resp_.keepAlive() && respBody != BodyKind::UntilClose && sentBody && !upgrade;
     if (sc.mode == config::StickyMode::AppCookie && worker_.stickTables())
       learnAppCookie(rbase, sc.name, *backend, server->id);
     buildResponseHead(rbase, closeAfter, false, sc.name);
     sc_->buf.consume(resp_.headLength());
     countResponse(status);
-    if (status >= 500 && server->stats) server->stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
+    if (status >= 500 && server->stats)
+      server->stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
     worker_.report(*backend, *server, status >= 500 ? Outcome::Response5xx : Outcome::Success);
     respChunks_.reset();
     uint64_t respRemaining = respBody == BodyKind::Length ? resp_.contentLength() : 0;
@@ -456,8 +488,9 @@ class HttpSession final : public Session, private RequestView {
 
   // A server for this request: the sticky one if usable, else the algorithm's pick; a pooled
   // idle connection when there is one, else a new connection, with retries on other servers.
-  asio::awaitable<const ServerView*> acquireServer(const config::Config& cfg, const BackendView& backend,
-                                                   bool freshOnly, bool mustProbe, bool& reused) {
+  asio::awaitable<const ServerView*> acquireServer(const config::Config& cfg,
+                                                   const BackendView& backend, bool freshOnly,
+                                                   bool mustProbe, bool& reused) {
     const TimePoint now = SteadyClock::now();
     std::array<uint64_t, kMaxTries> tried{};
     size_t nTried = 0;
@@ -505,8 +538,9 @@ class HttpSession final : public Session, private RequestView {
       WorkerMetrics::inc(worker_.metrics().connectFailures);
       if (server->stats) server->stats->connectFailures.fetch_add(1, std::memory_order_relaxed);
       worker_.report(backend, *server, Outcome::ConnectFailure);
-      HALB_LOG_EVERY(Warn, "http", 1s) << "connect to " << server->address.toString() << " failed: "
-                                       << (timedOut_ ? std::string("timeout") : ec.message());
+      HALB_LOG_EVERY(Warn, "http", 1s)
+          << "connect to " << server->address.toString()
+          << " failed: " << (timedOut_ ? std::string("timeout") : ec.message());
       timedOut_ = false;
       releaseServer(false);
       if (nTried < tried.size()) tried[nTried++] = server->id;
@@ -546,7 +580,8 @@ class HttpSession final : public Session, private RequestView {
       if (!sc_->buf.empty()) {
         ParseStatus st = resp_.feed(sc_->buf.view());
         if (st == ParseStatus::Error) {
-          HALB_LOG_EVERY(Warn, "http", 1s) << "invalid response from server: " << resp_.errorDetail();
+          HALB_LOG_EVERY(Warn, "http", 1s)
+              << "invalid response from server: " << resp_.errorDetail();
           co_return ParseStatus::Error;
         }
         if (st == ParseStatus::Complete) {
@@ -555,7 +590,8 @@ class HttpSession final : public Session, private RequestView {
           // Interim response: pass it on and wait for the final one.
           std::string_view head = sc_->buf.view().substr(0, resp_.headLength());
           beforeClientWrite();
-        auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()), kUseTuple);
+          auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()),
+                                                    kUseTuple);
           if (ec) co_return ParseStatus::Error;
           sc_->buf.consume(resp_.headLength());
           resp_.reset();
@@ -573,9 +609,10 @@ class HttpSession final : public Session, private RequestView {
 
   // Forwards one message body from `src` (whose unread bytes are in `buf`) to `dst`;
   // `prefix` (a head not yet sent) goes out in the same writev as the first body bytes.
-  asio::awaitable<BodyResult> forwardBody(tcp::socket& src, Buffer& buf, tcp::socket& dst, BodyKind kind,
-                                          uint64_t& remaining, http::ChunkedFramer& framer,
-                                          Duration timeout, std::string& prefix, bool toServer) {
+  asio::awaitable<BodyResult> forwardBody(tcp::socket& src, Buffer& buf, tcp::socket& dst,
+                                          BodyKind kind, uint64_t& remaining,
+                                          http::ChunkedFramer& framer, Duration timeout,
+                                          std::string& prefix, bool toServer) {
     bool prefixPending = !prefix.empty();
     for (;;) {
       size_t take = 0;
@@ -600,8 +637,9 @@ class HttpSession final : public Session, private RequestView {
         }
       }
       if (prefixPending || take > 0) {
-        std::array<asio::const_buffer, 2> bufs{asio::buffer(prefix.data(), prefixPending ? prefix.size() : 0),
-                                               asio::buffer(buf.data(), take)};
+        std::array<asio::const_buffer, 2> bufs{
+            asio::buffer(prefix.data(), prefixPending ? prefix.size() : 0),
+            asio::buffer(buf.data(), take)};
         if (!toServer) beforeClientWrite();
         auto [ec, n] = co_await asio::async_write(dst, bufs, kUseTuple);
         if (ec) co_return timedOut_ ? BodyResult::Timeout : BodyResult::DstError;
@@ -615,10 +653,12 @@ class HttpSession final : public Session, private RequestView {
       if (done) co_return BodyResult::Ok;
       if (!buf.ensureWritable(buf.capacity())) buf.compact();
       arm(timeout);
-      auto [ec, n] = co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
+      auto [ec, n] =
+          co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
       if (ec) {
         if (timedOut_) co_return BodyResult::Timeout;
-        if (ec == asio::error::eof) co_return kind == BodyKind::UntilClose ? BodyResult::Ok : BodyResult::SrcClosed;
+        if (ec == asio::error::eof)
+          co_return kind == BodyKind::UntilClose ? BodyResult::Ok : BodyResult::SrcClosed;
         co_return BodyResult::SrcError;
       }
       buf.commit(n);
@@ -637,29 +677,35 @@ class HttpSession final : public Session, private RequestView {
     arm(tunnelIdle_);
     // out_ holds the 101 head for the client; send it with what the server already sent.
     {
-      std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(sc_->buf.data(), sc_->buf.size())};
+      std::array<asio::const_buffer, 2> bufs{asio::buffer(out_),
+                                             asio::buffer(sc_->buf.data(), sc_->buf.size())};
       beforeClientWrite();
       auto [ec, n] = co_await asio::async_write(client_, bufs, kUseTuple);
       if (ec) co_return;
       sc_->buf.clear();
       beforeClientWrite();  // the tunnel writes small frames
     }
-    co_await (pumpTunnel(client_, cbuf_, sc_->sock, true) && pumpTunnel(sc_->sock, sc_->buf, client_, false));
+    co_await (pumpTunnel(client_, cbuf_, sc_->sock, true) &&
+              pumpTunnel(sc_->sock, sc_->buf, client_, false));
   }
 
-  asio::awaitable<void> pumpTunnel(tcp::socket& src, Buffer& buf, tcp::socket& dst, bool fromClient) {
+  asio::awaitable<void> pumpTunnel(tcp::socket& src, Buffer& buf, tcp::socket& dst,
+                                   bool fromClient) {
     for (;;) {
       if (!buf.empty()) {
-        auto [ec, n] = co_await asio::async_write(dst, asio::buffer(buf.data(), buf.size()), kUseTuple);
+        auto [ec, n] =
+            co_await asio::async_write(dst, asio::buffer(buf.data(), buf.size()), kUseTuple);
         if (ec) break;
-        if (fromClient) bytesIn_ += n;
+        if (fromClient)
+          bytesIn_ += n;
         else {
           bytesOut_ += n;
           worker_.metrics().addBytesOut(n);
         }
         buf.clear();
       }
-      auto [ec, n] = co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
+      auto [ec, n] =
+          co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
       if (ec == asio::error::eof) {
         ErrorCode sec;
         dst.shutdown(tcp::socket::shutdown_send, sec);
@@ -776,7 +822,8 @@ class HttpSession final : public Session, private RequestView {
     size_t drained = 0;
     while (drained < kErrorLingerBytes) {
       cbuf_.clear();
-      auto [rec, m] = co_await client_.async_read_some(asio::buffer(cbuf_.writePtr(), cbuf_.writable()), kUseTuple);
+      auto [rec, m] = co_await client_.async_read_some(
+          asio::buffer(cbuf_.writePtr(), cbuf_.writable()), kUseTuple);
       if (rec) break;
       drained += m;
     }
@@ -796,7 +843,7 @@ class HttpSession final : public Session, private RequestView {
   std::string out_;
   std::string clientIp_;
   std::string hostLower_;
-  std::string setCookie_;    // cookie stickiness: value to set on this response
+  std::string setCookie_;     // cookie stickiness: value to set on this response
   std::string_view reqBase_;  // the request head, for RequestView (see handleRequest)
   std::string_view path_;
   Phase phase_ = Phase::Head;
@@ -808,7 +855,8 @@ class HttpSession final : public Session, private RequestView {
 
 }  // namespace
 
-std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client,
+                                         const SocketAddress& clientAddr,
                                          const SocketAddress& listenAddr, uint64_t frontendIndex) {
   return std::make_shared<HttpSession>(w, std::move(client), clientAddr, listenAddr, frontendIndex);
 }

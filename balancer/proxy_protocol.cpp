@@ -24,7 +24,8 @@ void putV6(const IpAddress& a, uint8_t* out) {
 
 }  // namespace
 
-size_t encodeProxyV2(const SocketAddress& client, const SocketAddress& destination, ProxyV2Header& out) {
+size_t encodeProxyV2(const SocketAddress& client, const SocketAddress& destination,
+                     ProxyV2Header& out) {
   std::memcpy(out.data(), kSignature, sizeof kSignature);
   out[12] = kVersion2Proxy;
   const bool v4 = client.ip.isV4() && destination.ip.isV4();

@@ -15,6 +15,7 @@ using ProxyV2Header = std::array<uint8_t, 52>;
 // Encodes a PROXY (not LOCAL) command for TCP from `client` to `destination` (the address the
 // client connected to). Mixed families are sent as IPv6 with IPv4-mapped addresses.
 // Returns the number of bytes used in `out`.
-size_t encodeProxyV2(const SocketAddress& client, const SocketAddress& destination, ProxyV2Header& out);
+size_t encodeProxyV2(const SocketAddress& client, const SocketAddress& destination,
+                     ProxyV2Header& out);
 
 }  // namespace halb::balancer

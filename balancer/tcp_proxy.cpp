@@ -55,8 +55,8 @@ struct Pipe {
 
 class TcpSession final : public Session {
  public:
-  TcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr, const SocketAddress& listenAddr,
-             uint64_t fi)
+  TcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+             const SocketAddress& listenAddr, uint64_t fi)
       : Session(w, std::move(client), clientAddr, listenAddr, fi), server_(w.io()) {}
 
   asio::awaitable<void> run() override {
@@ -80,8 +80,9 @@ class TcpSession final : public Session {
     // Idle: both pipes empty, nothing in flight inside halb (the point where a connection
     // can be frozen for TCP_REPAIR); bytes still queued in the kernel are the dump's job.
     e.phase = closed_ ? repl::ConnPhase::Closed
-              : (phase_ == Phase::Proxy && up_.pending == 0 && down_.pending == 0) ? repl::ConnPhase::Idle
-                                                                                  : repl::ConnPhase::Busy;
+              : (phase_ == Phase::Proxy && up_.pending == 0 && down_.pending == 0)
+                  ? repl::ConnPhase::Idle
+                  : repl::ConnPhase::Busy;
   }
 
   void onTimeout() override {
@@ -103,8 +104,8 @@ class TcpSession final : public Session {
     const BackendView* backend = worker_.findBackend(fe.defaultBackend);
     if (backend == nullptr) {
       WorkerMetrics::inc(worker_.metrics().noServer);
-      HALB_LOG_EVERY(Warn, "tcp", 1s) << "frontend " << fe.name << ": backend '" << fe.defaultBackend
-                                      << "' not in the pool snapshot";
+      HALB_LOG_EVERY(Warn, "tcp", 1s) << "frontend " << fe.name << ": backend '"
+                                      << fe.defaultBackend << "' not in the pool snapshot";
       co_return false;
     }
     backendId_ = backend->id;
@@ -143,7 +144,8 @@ class TcpSession final : public Session {
           ProxyV2Header hdr;
           size_t len = encodeProxyV2(clientAddr_, frontendAddress(), hdr);
           arm(cfg.timeouts.connect);
-          auto [wec, n] = co_await asio::async_write(server_, asio::buffer(hdr.data(), len), kUseTuple);
+          auto [wec, n] =
+              co_await asio::async_write(server_, asio::buffer(hdr.data(), len), kUseTuple);
           disarm();
           if (wec) co_return false;
         }
@@ -152,8 +154,9 @@ class TcpSession final : public Session {
       WorkerMetrics::inc(worker_.metrics().connectFailures);
       if (server->stats) server->stats->connectFailures.fetch_add(1, std::memory_order_relaxed);
       worker_.report(*backend, *server, Outcome::ConnectFailure);
-      HALB_LOG_EVERY(Warn, "tcp", 1s) << "connect to " << server->address.toString() << " failed: "
-                                      << (timedOut_ ? std::string("timeout") : ec.message());
+      HALB_LOG_EVERY(Warn, "tcp", 1s)
+          << "connect to " << server->address.toString()
+          << " failed: " << (timedOut_ ? std::string("timeout") : ec.message());
       if (nTried < tried.size()) tried[nTried++] = server->id;
     }
     WorkerMetrics::inc(worker_.metrics().noServer);
@@ -220,10 +223,12 @@ class TcpSession final : public Session {
   // Buffered copy for streams splice cannot serve (no pipes left; TLS later): any pair of
   // Asio stream types.
   template <class SrcStream, class DstStream>
-  asio::awaitable<void> copyPump(SrcStream& src, DstStream& dst, uint64_t& counter, bool fromClient) {
+  asio::awaitable<void> copyPump(SrcStream& src, DstStream& dst, uint64_t& counter,
+                                 bool fromClient) {
     Buffer buf = worker_.takeBuffer();
     for (;;) {
-      auto [ec, n] = co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
+      auto [ec, n] =
+          co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
       if (closed_) break;
       if (ec == asio::error::eof) {
         ErrorCode sec;
@@ -247,8 +252,10 @@ class TcpSession final : public Session {
 
   void account(uint64_t& counter, uint64_t n, bool fromClient) {
     counter += n;
-    if (fromClient) worker_.metrics().addBytesIn(n);
-    else worker_.metrics().addBytesOut(n);
+    if (fromClient)
+      worker_.metrics().addBytesIn(n);
+    else
+      worker_.metrics().addBytesOut(n);
   }
 
   // reset: an error or timeout on one side; SO_LINGER 0 makes close() send RST so the peer
@@ -274,8 +281,9 @@ class TcpSession final : public Session {
 
 }  // namespace
 
-std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
-                                         const SocketAddress& listenAddr, uint64_t frontendIndex) {
+std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client,
+                                        const SocketAddress& clientAddr,
+                                        const SocketAddress& listenAddr, uint64_t frontendIndex) {
   return std::make_shared<TcpSession>(w, std::move(client), clientAddr, listenAddr, frontendIndex);
 }
 

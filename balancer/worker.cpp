@@ -135,10 +135,10 @@ void Session::describe(repl::ConnEntry& e) {
   e.frontend = frontendAddress();
   e.serverLocal = serverLocal_;
   e.server = serverAddr_;
-  e.startedUnixMs = std::chrono::duration_cast<milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch() -
-                        (SteadyClock::now() - started_))
-                        .count();
+  e.startedUnixMs =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch() -
+                                               (SteadyClock::now() - started_))
+          .count();
   e.bytesIn = bytesIn_;
   e.bytesOut = bytesOut_;
   e.phase = repl::ConnPhase::Open;
@@ -156,7 +156,8 @@ void Session::startWait() {
   waiting_ = true;
   timer_.expires_at(deadline_);
   uint64_t gen = ++timerGen_;
-  timer_.async_wait([self = shared_from_this(), gen](const ErrorCode& ec) { self->onTimer(ec, gen); });
+  timer_.async_wait(
+      [self = shared_from_this(), gen](const ErrorCode& ec) { self->onTimer(ec, gen); });
 }
 
 void Session::onTimer(const ErrorCode& ec, uint64_t generation) {
@@ -224,7 +225,9 @@ Worker::Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools,
   drainTimer_ = std::make_unique<asio::steady_timer>(io_);
 }
 
-Worker::~Worker() { join(); }
+Worker::~Worker() {
+  join();
+}
 
 void Worker::start() {
   for (size_t i = 0; i < acceptors_.size(); ++i)
@@ -340,7 +343,8 @@ const BackendView* Worker::findBackendById(uint64_t id) const {
   return it == backendsById_.end() ? nullptr : it->second;
 }
 
-StickyPick Worker::pick(const BackendView& backend, const PickContext& ctx, const RequestView* request) {
+StickyPick Worker::pick(const BackendView& backend, const PickContext& ctx,
+                        const RequestView* request) {
   const config::Algorithm alg =
       backend.config ? backend.config->algorithm : config::Algorithm::RoundRobin;
   BackendState& st = backendState_[backend.id];
@@ -370,7 +374,9 @@ void Worker::forEachLatency(const std::function<void(uint64_t, const Histogram&)
   for (const auto& [id, h] : latency_) fn(id, *h);
 }
 
-void Worker::emitChange(repl::Change&& c) { changes_.push(std::move(c)); }
+void Worker::emitChange(repl::Change&& c) {
+  changes_.push(std::move(c));
+}
 
 std::unique_ptr<ServerConn> Worker::takeIdle(uint64_t serverId, TimePoint now, bool mustProbe) {
   auto it = idle_.find(serverId);
@@ -437,8 +443,10 @@ void Worker::add(Session* s) {
 }
 
 void Worker::remove(Session* s) {
-  if (s->prev) s->prev->next = s->next;
-  else if (sessions_ == s) sessions_ = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else if (sessions_ == s)
+    sessions_ = s->next;
   if (s->next) s->next->prev = s->prev;
   s->prev = s->next = nullptr;
   --sessionCount_;
@@ -475,7 +483,8 @@ void Worker::spawn(std::shared_ptr<Session> s) {
   });
 }
 
-asio::awaitable<void> Worker::acceptLoop(size_t frontendIndex, std::shared_ptr<tcp::acceptor> acceptor,
+asio::awaitable<void> Worker::acceptLoop(size_t frontendIndex,
+                                         std::shared_ptr<tcp::acceptor> acceptor,
                                          SocketAddress listenAddr) {
   const config::Frontend& fe = *shared_.frontends[frontendIndex].cfg;
   const uint64_t perWorkerMax =
@@ -489,7 +498,8 @@ asio::awaitable<void> Worker::acceptLoop(size_t frontendIndex, std::shared_ptr<t
     if (stopping_ || ec == asio::error::operation_aborted) break;
     if (ec) {
       WorkerMetrics::inc(metrics_.acceptErrors);
-      HALB_LOG_EVERY(Warn, "dataplane", 1s) << "accept on frontend " << fe.name << ": " << ec.message();
+      HALB_LOG_EVERY(Warn, "dataplane", 1s)
+          << "accept on frontend " << fe.name << ": " << ec.message();
       if (ec == asio::error::connection_aborted) continue;
       // EMFILE, ENFILE, ENOBUFS...: the condition persists; retrying at once would spin.
       backoffTimer.expires_after(backoff);

@@ -2,6 +2,8 @@
 // Internal to the data plane (includes Boost.Asio): one worker thread with its io_context,
 // listeners, sessions, idle server-connection pool and metrics. Only balancer/*.cpp include
 // this; app/ sees balancer/engine.h.
+#include <array>
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -9,9 +11,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <array>
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,21 +38,25 @@ struct alignas(64) WorkerMetrics {
   std::atomic<uint64_t> activeConnections{0};
   std::atomic<uint64_t> requests{0};
   std::array<std::atomic<uint64_t>, 6> responses{};  // index = status / 100 (0: none sent)
-  std::atomic<uint64_t> bytesIn{0};   // from clients
-  std::atomic<uint64_t> bytesOut{0};  // to clients
+  std::atomic<uint64_t> bytesIn{0};                  // from clients
+  std::atomic<uint64_t> bytesOut{0};                 // to clients
   std::atomic<uint64_t> acceptErrors{0};
   std::atomic<uint64_t> connectFailures{0};
   std::atomic<uint64_t> connectRetries{0};
-  std::atomic<uint64_t> noServer{0};      // no usable server (503)
-  std::atomic<uint64_t> parseErrors{0};   // 400/414/431/501/505 answered
+  std::atomic<uint64_t> noServer{0};     // no usable server (503)
+  std::atomic<uint64_t> parseErrors{0};  // 400/414/431/501/505 answered
   std::atomic<uint64_t> timeouts{0};
-  std::atomic<uint64_t> serverReuse{0};   // requests sent on a pooled server connection
+  std::atomic<uint64_t> serverReuse{0};  // requests sent on a pooled server connection
   std::atomic<uint64_t> serverConnects{0};
   std::atomic<uint64_t> rejectedMaxConn{0};
   std::atomic<uint64_t> heartbeat{0};
 
-  void addBytesIn(uint64_t n) { bytesIn.store(bytesIn.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-  void addBytesOut(uint64_t n) { bytesOut.store(bytesOut.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void addBytesIn(uint64_t n) {
+    bytesIn.store(bytesIn.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void addBytesOut(uint64_t n) {
+    bytesOut.store(bytesOut.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   // Single writer: a plain load+store is enough and avoids the locked instruction.
   static void inc(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -139,7 +142,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Intrusive list of the worker's sessions (for drain, stop, the connection table).
   Session* prev = nullptr;
   Session* next = nullptr;
-  bool published = false;    // ConnOpen sent / in the shared connection table
+  bool published = false;  // ConnOpen sent / in the shared connection table
   uint64_t publishedBytes = 0;
   uint64_t publishedServer = 0;
 
@@ -234,7 +237,8 @@ class ConnTable {
 
 class Worker {
  public:
-  Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools, std::vector<ListenerFd> listeners);
+  Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools,
+         std::vector<ListenerFd> listeners);
   ~Worker();
 
   // Starts the thread.
@@ -319,7 +323,7 @@ class Worker {
   std::unordered_map<uint64_t, BackendState> backendState_;
   std::shared_ptr<const CookieCodecs> cookies_;
   OutcomeSink* outcomes_ = nullptr;
-  StickTables::Emit emit_;  // pushes into changes_
+  StickTables::Emit emit_;        // pushes into changes_
   mutable std::mutex latencyMu_;  // guards the map's shape only (insert vs. scrape)
   std::unordered_map<uint64_t, std::unique_ptr<Histogram>> latency_;
   std::vector<ListenerFd> listenerFds_;
@@ -341,9 +345,11 @@ class Worker {
 };
 
 // Session factories (tcp_proxy.cpp, http_proxy.cpp).
-std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+std::shared_ptr<Session> makeTcpSession(Worker& w, tcp::socket client,
+                                        const SocketAddress& clientAddr,
                                         const SocketAddress& listenAddr, uint64_t frontendIndex);
-std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client, const SocketAddress& clientAddr,
+std::shared_ptr<Session> makeHttpSession(Worker& w, tcp::socket client,
+                                         const SocketAddress& clientAddr,
                                          const SocketAddress& listenAddr, uint64_t frontendIndex);
 
 // Shared helpers.

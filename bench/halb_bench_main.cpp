@@ -45,8 +45,10 @@ balancer::PoolSnapshotPtr allHealthy(const config::ConfigPtr& cfg) {
 int main(int argc, char** argv) {
   std::string file, node = "bench";
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "-c") && i + 1 < argc) file = argv[++i];
-    else if (!std::strcmp(argv[i], "--node") && i + 1 < argc) node = argv[++i];
+    if (!std::strcmp(argv[i], "-c") && i + 1 < argc)
+      file = argv[++i];
+    else if (!std::strcmp(argv[i], "--node") && i + 1 < argc)
+      node = argv[++i];
   }
   if (file.empty()) {
     std::fputs("usage: halb_bench -c FILE [--node NAME]\n", stderr);

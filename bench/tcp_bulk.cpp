@@ -79,7 +79,8 @@ int push(int port, long long bytes) {
 
 int main(int argc, char** argv) {
   if (argc >= 3 && !std::strcmp(argv[1], "sink")) return sink(std::atoi(argv[2]));
-  if (argc >= 4 && !std::strcmp(argv[1], "push")) return push(std::atoi(argv[2]), std::atoll(argv[3]));
+  if (argc >= 4 && !std::strcmp(argv[1], "push"))
+    return push(std::atoi(argv[2]), std::atoll(argv[3]));
   std::fputs("usage: tcp_bulk sink PORT | tcp_bulk push PORT BYTES\n", stderr);
   return 2;
 }

@@ -30,7 +30,8 @@ config::Server server(const std::string& backend, const std::string& name, uint1
   return s;
 }
 
-PoolSnapshotPtr snapshotOf(const config::ConfigPtr& cfg, const std::map<std::string, bool>& down = {}) {
+PoolSnapshotPtr snapshotOf(const config::ConfigPtr& cfg,
+                           const std::map<std::string, bool>& down = {}) {
   auto snap = std::make_shared<PoolSnapshot>();
   snap->config = cfg;
   snap->generation = 1;
@@ -123,7 +124,9 @@ class DataplaneTest : public ::testing::Test {
   uint16_t httpPort_ = 0, tcpPort_ = 0;
 };
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 // ---------------------------------------------------------------------------------------
 // HTTP
@@ -171,7 +174,8 @@ TEST_F(DataplaneTest, PipelinedRequestsAnsweredInOrder) {
   start();
   Client c(httpPort_);
   std::string batch;
-  for (int i = 0; i < 5; ++i) batch += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n\r\n";
+  for (int i = 0; i < 5; ++i)
+    batch += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n\r\n";
   ASSERT_TRUE(c.send(batch));
   for (int i = 0; i < 5; ++i) {
     Client::Response r;
@@ -185,8 +189,9 @@ TEST_F(DataplaneTest, BodiesStreamBothWays) {
   start();
   Client c(httpPort_);
   // Chunked request body, echoed back with Content-Length.
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n"));
   Client::Response r;
   ASSERT_TRUE(c.readResponse(r));
   EXPECT_EQ(r.status, 200);
@@ -198,8 +203,8 @@ TEST_F(DataplaneTest, BodiesStreamBothWays) {
   // A 4 MiB body each way, larger than any buffer.
   std::string big(4 << 20, 'z');
   for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + (i / 4096) % 26);
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(big.size()) +
-                     "\r\n\r\n"));
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: " +
+                     std::to_string(big.size()) + "\r\n\r\n"));
   std::thread sender([&] { c.send(big); });
   ASSERT_TRUE(c.readResponse(r));
   sender.join();
@@ -217,7 +222,8 @@ TEST_F(DataplaneTest, BodiesStreamBothWays) {
 TEST_F(DataplaneTest, SmugglingAttemptsGet400AndClose) {
   start();
   for (const char* bad : {
-           "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+           "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: "
+           "chunked\r\n\r\n0\r\n\r\n",
            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
            "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
            "GET / HTTP/1.1\nHost: t\r\n\r\n",
@@ -336,8 +342,9 @@ TEST_F(DataplaneTest, KilledServerTrafficMovesToHealthyOne) {
 TEST_F(DataplaneTest, WebSocketUpgradeTunnels) {
   start();
   Client c(httpPort_);
-  ASSERT_TRUE(c.send("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+             "Sec-WebSocket-Version: 13\r\n\r\n"));
   Client::Response r;
   ASSERT_TRUE(c.readResponse(r));
   ASSERT_EQ(r.status, 101) << r.head;
@@ -511,7 +518,8 @@ TEST_F(DataplaneTest, TcpStickinessBySource) {
     if (i == 0) first = g;
     EXPECT_EQ(g, first) << "connection " << i << " left its sticky server";
   }
-  auto stuck = sticky_->lookup(stableId("echo"), std::string("\x7f\0\0\x01", 4), SteadyClock::now(), [](repl::Change&&) {});
+  auto stuck = sticky_->lookup(stableId("echo"), std::string("\x7f\0\0\x01", 4), SteadyClock::now(),
+                               [](repl::Change&&) {});
   ASSERT_TRUE(stuck.has_value());
   EXPECT_EQ(*stuck, stableId(first == "echo1\n" ? "echo/echo1" : "echo/echo2"));
   // The sticky server dies: the connection goes to the other one and re-sticks there.
@@ -533,7 +541,8 @@ TEST_F(DataplaneTest, HttpStickinessByHeaderAndAppCookie) {
     if (i == 0) server = s;
     EXPECT_EQ(s, server) << i;
   }
-  EXPECT_TRUE(sticky_->lookup(stableId("web"), "alice", SteadyClock::now(), [](repl::Change&&) {}).has_value());
+  EXPECT_TRUE(sticky_->lookup(stableId("web"), "alice", SteadyClock::now(), [](repl::Change&&) {})
+                  .has_value());
   // The sticky mapping went to the worker's change queue for state sync.
   bool upsert = false;
   repl::Change ch;
@@ -590,7 +599,8 @@ TEST_F(DataplaneTest, CookieStickinessInsertsAndFollowsTheCookie) {
 TEST_F(DataplaneTest, ExpectContinue) {
   start();
   Client c(httpPort_);
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
+  ASSERT_TRUE(c.send(
+      "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
   // The proxy answers the expectation itself (the test server would never send 100).
   Client::Response r;
   ASSERT_TRUE(c.readResponse(r));

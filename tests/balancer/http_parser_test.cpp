@@ -7,7 +7,9 @@
 namespace halb::balancer::http {
 namespace {
 
-ParseLimits smallLimits() { return ParseLimits{.requestLine = 64, .headerBytes = 256, .headerCount = 8}; }
+ParseLimits smallLimits() {
+  return ParseLimits{.requestLine = 64, .headerBytes = 256, .headerCount = 8};
+}
 
 HeadParser parseRequest(std::string_view text, ParseLimits limits = ParseLimits{}) {
   HeadParser p(HeadParser::Kind::Request, limits);
@@ -101,7 +103,8 @@ TEST(HttpParser, Upgrade) {
 }
 
 TEST(HttpParser, ExpectContinue) {
-  HeadParser p = parseRequest("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n");
+  HeadParser p = parseRequest(
+      "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n");
   ASSERT_EQ(p.status(), ParseStatus::Complete);
   EXPECT_TRUE(p.expectContinue());
 }
@@ -115,22 +118,29 @@ TEST(HttpParser, ChunkedRequest) {
 // --- smuggling vectors: each one is refused ---
 
 TEST(HttpParserSmuggling, ContentLengthWithTransferEncoding) {
-  EXPECT_EQ(requestError("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            ParseError::BadRequest);
-  EXPECT_EQ(requestError("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"),
-            ParseError::BadRequest);
+  EXPECT_EQ(
+      requestError(
+          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
+      ParseError::BadRequest);
+  EXPECT_EQ(
+      requestError(
+          "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"),
+      ParseError::BadRequest);
 }
 
 TEST(HttpParserSmuggling, ConflictingContentLength) {
-  EXPECT_EQ(requestError("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
-            ParseError::BadRequest);
+  EXPECT_EQ(
+      requestError("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
+      ParseError::BadRequest);
   // Identical repeats carry no ambiguity (RFC 9110 §8.6).
-  HeadParser p = parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n");
+  HeadParser p =
+      parseRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n");
   EXPECT_EQ(p.status(), ParseStatus::Complete);
 }
 
 TEST(HttpParserSmuggling, InvalidContentLength) {
-  for (const char* v : {"", "+4", "-1", "4 4", "4,4", "0x10", "1e3", "99999999999999999999", " 4a"}) {
+  for (const char* v :
+       {"", "+4", "-1", "4 4", "4,4", "0x10", "1e3", "99999999999999999999", " 4a"}) {
     std::string t = std::string("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ") + v + "\r\n\r\n";
     EXPECT_EQ(requestError(t), ParseError::BadRequest) << v;
   }
@@ -151,7 +161,8 @@ TEST(HttpParserSmuggling, TransferEncodingVariants) {
                          "Transfer-Encoding: chunked\r\n\r\n"),
             ParseError::BadRequest);
   // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
-  EXPECT_EQ(requestError("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), ParseError::BadRequest);
+  EXPECT_EQ(requestError("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ParseError::BadRequest);
 }
 
 TEST(HttpParserSmuggling, BareLfAndCr) {
@@ -164,8 +175,10 @@ TEST(HttpParserSmuggling, BareLfAndCr) {
 }
 
 TEST(HttpParserSmuggling, ObsFold) {
-  EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n"), ParseError::BadRequest);
-  EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n"), ParseError::BadRequest);
+  EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n"),
+            ParseError::BadRequest);
+  EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n"),
+            ParseError::BadRequest);
 }
 
 TEST(HttpParserSmuggling, InvalidFieldNames) {
@@ -178,10 +191,12 @@ TEST(HttpParserSmuggling, InvalidFieldNames) {
 }
 
 TEST(HttpParserSmuggling, NulAndControls) {
-  EXPECT_EQ(requestError(std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 34)), ParseError::BadRequest);
+  EXPECT_EQ(requestError(std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 34)),
+            ParseError::BadRequest);
   EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01\r\n\r\n"), ParseError::BadRequest);
   EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n"), ParseError::BadRequest);
-  EXPECT_EQ(requestError(std::string("GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n", 28)), ParseError::BadRequest);
+  EXPECT_EQ(requestError(std::string("GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n", 28)),
+            ParseError::BadRequest);
 }
 
 TEST(HttpParserSmuggling, HostRules) {
@@ -202,7 +217,8 @@ TEST(HttpParserSmuggling, RequestLineShape) {
   EXPECT_EQ(requestError("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), ParseError::BadRequest);
   EXPECT_EQ(requestError("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), ParseError::VersionNotSupported);
   EXPECT_EQ(requestError("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), ParseError::BadMethod);
-  EXPECT_EQ(requestError("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), ParseError::BadRequest);
+  EXPECT_EQ(requestError("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            ParseError::BadRequest);
   HeadParser p = parseRequest("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
   EXPECT_EQ(p.status(), ParseStatus::Complete);
   HeadParser q = parseRequest("GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n");
@@ -210,7 +226,8 @@ TEST(HttpParserSmuggling, RequestLineShape) {
 }
 
 TEST(HttpParserSmuggling, ConnectionCannotStripFraming) {
-  std::string t = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n";
+  std::string t =
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n";
   HeadParser p = parseRequest(t);
   ASSERT_EQ(p.status(), ParseStatus::Complete);
   EXPECT_FALSE(p.fields()[1].hopByHop);
@@ -264,28 +281,34 @@ TEST(HttpParserResponse, StatusAndBodies) {
   EXPECT_EQ(p.responseBody(false), BodyKind::Length);
   EXPECT_EQ(p.responseBody(true), BodyKind::None);  // HEAD
   EXPECT_EQ(parseResponse("HTTP/1.1 204 No Content\r\n\r\n").responseBody(false), BodyKind::None);
-  EXPECT_EQ(parseResponse("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").responseBody(false),
-            BodyKind::None);
+  EXPECT_EQ(
+      parseResponse("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").responseBody(false),
+      BodyKind::None);
   EXPECT_EQ(parseResponse("HTTP/1.1 200 OK\r\n\r\n").responseBody(false), BodyKind::UntilClose);
-  EXPECT_EQ(parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").responseBody(false),
-            BodyKind::Chunked);
+  EXPECT_EQ(
+      parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").responseBody(false),
+      BodyKind::Chunked);
   EXPECT_EQ(parseResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").responseBody(false),
             BodyKind::UntilClose);
-  EXPECT_EQ(parseResponse("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").responseBody(false), BodyKind::None);
+  EXPECT_EQ(parseResponse("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n").responseBody(false),
+            BodyKind::None);
   EXPECT_EQ(parseResponse("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").keepAlive(), false);
 }
 
 TEST(HttpParserResponse, Invalid) {
-  for (const char* t : {"HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 abc OK\r\n\r\n", "HTTP/2 200 OK\r\n\r\n",
-                        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                        "HTTP/1.1 200 OK\nX: y\r\n\r\n", "\r\nHTTP/1.1 200 OK\r\n\r\n"}) {
+  for (const char* t :
+       {"HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 abc OK\r\n\r\n", "HTTP/2 200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\nX: y\r\n\r\n", "\r\nHTTP/1.1 200 OK\r\n\r\n"}) {
     EXPECT_EQ(parseResponse(t).status(), ParseStatus::Error) << t;
   }
 }
 
 // --- chunked framing ---
 
-ChunkedFramer::Step frame(std::string_view body, ChunkedFramer& f) { return f.feed(body.data(), body.size()); }
+ChunkedFramer::Step frame(std::string_view body, ChunkedFramer& f) {
+  return f.feed(body.data(), body.size());
+}
 
 TEST(ChunkedFramer, ValidBodies) {
   struct Case {
@@ -321,24 +344,24 @@ TEST(ChunkedFramer, ValidBodies) {
 
 TEST(ChunkedFramer, InvalidBodies) {
   for (const char* b : {
-           "\r\nhello\r\n0\r\n\r\n",            // no size
-           "g\r\n",                              // not hex
-           "-5\r\n",                             // sign
-           "0x5\r\nhello\r\n0\r\n\r\n",          // prefix
-           "5\nhello\r\n0\r\n\r\n",              // bare LF after size
-           "5\rhello\r\n",                       // bare CR
-           "5\r\nhelloX\r\n",                    // data longer than size
-           "5\r\nhello\n0\r\n\r\n",              // bare LF after data
-           "5;\r\nhello\r\n",                    // empty extension name
-           "5;a=\r\nhello\r\n",                  // empty extension value
-           "5;a=\"x\r\nhello\r\n",               // CR in quoted string
-           "5;a\nb\r\n",                         // LF in extension
-           "5;a=b c\r\n",                        // garbage after value
-           "1000000000000000000\r\n",            // size overflow
-           "0\r\nX : y\r\n\r\n",                 // bad trailer name
-           "0\r\n y\r\n\r\n",                    // obs-fold in trailers
-           "0\r\nX: \x01\r\n\r\n",               // control in trailer value
-           "0\r\n\n",                            // bare LF at the end
+           "\r\nhello\r\n0\r\n\r\n",     // no size
+           "g\r\n",                      // not hex
+           "-5\r\n",                     // sign
+           "0x5\r\nhello\r\n0\r\n\r\n",  // prefix
+           "5\nhello\r\n0\r\n\r\n",      // bare LF after size
+           "5\rhello\r\n",               // bare CR
+           "5\r\nhelloX\r\n",            // data longer than size
+           "5\r\nhello\n0\r\n\r\n",      // bare LF after data
+           "5;\r\nhello\r\n",            // empty extension name
+           "5;a=\r\nhello\r\n",          // empty extension value
+           "5;a=\"x\r\nhello\r\n",       // CR in quoted string
+           "5;a\nb\r\n",                 // LF in extension
+           "5;a=b c\r\n",                // garbage after value
+           "1000000000000000000\r\n",    // size overflow
+           "0\r\nX : y\r\n\r\n",         // bad trailer name
+           "0\r\n y\r\n\r\n",            // obs-fold in trailers
+           "0\r\nX: \x01\r\n\r\n",       // control in trailer value
+           "0\r\n\n",                    // bare LF at the end
        }) {
     ChunkedFramer f;
     auto st = frame(b, f);

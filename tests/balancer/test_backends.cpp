@@ -180,7 +180,9 @@ void HttpBackend::serve(int fd) {
     if (path.rfind("/slow", 0) == 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(queryInt(path, "ms", 100)));
     if (path == "/ws") {
-      sendAll(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+      sendAll(
+          fd,
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
       char tmp[4096];
       for (;;) {
         ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
@@ -201,14 +203,16 @@ void HttpBackend::serve(int fd) {
       respBody.assign(static_cast<size_t>(queryInt(path, "n", 1000)), 'x');
     } else {
       respBody = "server=" + name_ + " path=" + path + " xff=" + headerOf(head, "x-forwarded-for") +
-                 " fwd=" + headerOf(head, "forwarded") + " proto=" + headerOf(head, "x-forwarded-proto") +
+                 " fwd=" + headerOf(head, "forwarded") +
+                 " proto=" + headerOf(head, "x-forwarded-proto") +
                  " conn=" + headerOf(head, "connection") + " te=" + headerOf(head, "te");
     }
     if (path == "/close") close = true;
     std::string resp = "HTTP/1.1 200 OK\r\nX-Server: " + name_ + "\r\nKeep-Alive: timeout=5\r\n";
     if (close) resp += "Connection: close\r\n";
     if (chunked) {
-      resp += "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+      resp +=
+          "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
     } else {
       resp += "Content-Length: " + std::to_string(respBody.size()) + "\r\n\r\n" + respBody;
     }
@@ -314,9 +318,13 @@ Client::~Client() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-bool Client::send(std::string_view data) { return fd_ >= 0 && sendAll(fd_, data); }
+bool Client::send(std::string_view data) {
+  return fd_ >= 0 && sendAll(fd_, data);
+}
 
-void Client::shutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+void Client::shutdownWrite() {
+  ::shutdown(fd_, SHUT_WR);
+}
 
 bool Client::fill() {
   if (eof_) return false;

@@ -80,7 +80,8 @@ class EchoBackend {
 // A blocking client connection with a deadline on every operation.
 class Client {
  public:
-  explicit Client(uint16_t port, std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
+  explicit Client(uint16_t port,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
   ~Client();
   bool ok() const { return fd_ >= 0; }
   int fd() const { return fd_; }

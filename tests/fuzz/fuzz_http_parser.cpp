@@ -49,7 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Same verdict either way (the kind of error may differ: a limit can trip before a later
   // syntax error is reached, or the other way round).
   if (whole.status() != pieces.status()) __builtin_trap();
-  if (whole.status() == ParseStatus::Complete && whole.headLength() != pieces.headLength()) __builtin_trap();
+  if (whole.status() == ParseStatus::Complete && whole.headLength() != pieces.headLength())
+    __builtin_trap();
 
   // The body framer on what follows the head (or the whole input).
   size_t bodyStart = whole.status() == ParseStatus::Complete ? whole.headLength() : 0;
