@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "app/admin.h"
+#include "app/statesync_wiring.h"
+#include "app/wire_vrrp.h"
 #include "balancer/engine.h"
 #include "balancer/pool_service.h"
 #include "balancer/stick_table.h"
@@ -15,6 +17,7 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "config/loader.h"
+#include "vrrp/instance.h"
 
 #ifndef HALB_VERSION
 #define HALB_VERSION "unknown"
@@ -36,6 +39,19 @@ struct Node::Services {
   std::vector<int> stalledChecks;
   std::unique_ptr<uv::Async> engineStopped;
   std::thread stopper;
+  // What state sync replicates: the stick tables and the data plane's connection table.
+  struct Tables : repl::TableSource {
+    balancer::StickTables* sticks = nullptr;
+    balancer::Engine* engine = nullptr;
+    void forEachStick(const std::function<void(const repl::StickEntry&)>& fn) const override {
+      sticks->forEachStick(fn);
+    }
+    void forEachConn(const std::function<void(const repl::ConnEntry&)>& fn) const override {
+      engine->forEachConn(fn);
+    }
+  } tables;
+  std::unique_ptr<StateSyncNode> statesync;
+  std::unique_ptr<vrrp::Instance> vrrp;
   ~Services() {
     if (stopper.joinable()) stopper.join();
   }
@@ -200,7 +216,7 @@ bool Node::startDataPlane() {
   return true;
 }
 
-void Node::startServices() {
+bool Node::startServices() {
   services_ = std::make_unique<Services>();
   admin_->handle("GET", "/metrics", [this](const AdminRequest&) {
     AdminResponse r = AdminResponse::text(200, metricsText());
@@ -215,6 +231,46 @@ void Node::startServices() {
     reload();
     return AdminResponse::text(202, "reload requested; see the log and /metrics\n");
   });
+
+  // The data plane first: state sync replicates its tables and drains its queues.
+  if (!startDataPlane()) return false;
+
+  // State sync next: VRRP's hooks call into it. Its ports to VRRP look the instance up when
+  // called, since VRRP starts after it.
+  Services& sv = *services_;
+  StateSyncPorts ports;
+  sv.tables.sticks = sv.stickTables.get();
+  sv.tables.engine = sv.engine.get();
+  ports.source = &sv.tables;
+  ports.sink = sv.stickTables.get();
+  for (size_t i = 0; i < sv.engine->workerCount(); ++i) ports.queues.push_back(&sv.engine->changeQueue(i));
+  ports.maxEpochSeen = [&sv] { return sv.stickTables->maxEpochSeen(); };
+  ports.onPeerLost = [&sv](std::string_view) {
+    if (sv.vrrp) sv.vrrp->onPeerLost();
+  };
+  ports.setSyncReady = [&sv](bool ready) {
+    if (sv.vrrp) sv.vrrp->setSyncReady(ready);
+  };
+  std::string error;
+  sv.statesync = StateSyncNode::start(*this, std::move(ports), error);
+  if (!error.empty()) {
+    HALB_LOG(Error, "statesync") << error;
+    return false;
+  }
+
+  vrrp::Hooks hooks;
+  hooks.onStateChange = [&sv](vrrp::State from, vrrp::State to) {
+    HALB_LOG(Debug, "vrrp") << "role " << vrrp::toString(from) << " -> " << vrrp::toString(to);
+    if (to == vrrp::State::Master && sv.statesync)
+      sv.stickTables->setEpoch(sv.statesync->becameMaster().epoch);
+    // A backup keeps listening (nothing reaches it); the role shows in /status.
+    sv.engine->setRole(to == vrrp::State::Master ? balancer::Role::Master : balancer::Role::Backup);
+  };
+  if (!wireVrrp(*this, std::move(hooks), sv.vrrp, error)) {
+    HALB_LOG(Error, "vrrp") << "cannot start: " << error;
+    return false;
+  }
+  return true;
 }
 
 int Node::run() {
@@ -225,8 +281,7 @@ int Node::run() {
     HALB_LOG(Error, "admin") << "cannot listen on " << cfg.admin.listen.toString() << ": " << uv::errorText(rc);
     return 1;
   }
-  startServices();
-  if (!startDataPlane()) return 1;
+  if (!startServices()) return 1;
 
   // A write to a closed socket is an error value, not a reason to die.
   ::signal(SIGPIPE, SIG_IGN);

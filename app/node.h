@@ -49,7 +49,7 @@ class Node {
 
  private:
   struct Services;
-  void startServices();
+  bool startServices();
   bool startDataPlane();  // false: the engine could not start (e.g. a bind error)
   void runStopHooks();
   void notifySystemd(const std::string& state);

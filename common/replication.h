@@ -118,6 +118,18 @@ class TableSource {
   // per shard, never the whole table at once.
   virtual void forEachStick(const std::function<void(const StickEntry&)>& fn) const = 0;
   virtual void forEachConn(const std::function<void(const ConnEntry&)>& fn) const = 0;
+
+  // A snapshot walks the tables one shard per step, so a large table neither stalls the
+  // control loop nor needs a copy of itself in memory. Sharded implementations override these;
+  // the defaults present each table as one shard.
+  virtual size_t stickShards() const { return 1; }
+  virtual void forEachStickInShard(size_t shard, const std::function<void(const StickEntry&)>& fn) const {
+    if (shard == 0) forEachStick(fn);
+  }
+  virtual size_t connShards() const { return 1; }
+  virtual void forEachConnInShard(size_t shard, const std::function<void(const ConnEntry&)>& fn) const {
+    if (shard == 0) forEachConn(fn);
+  }
 };
 
 // Where entries received from the peer go; the balancer implements it.

@@ -66,7 +66,8 @@ std::string describe(const Config& c) {
     o << ", " << (v.unicast ? "unicast" : "multicast");
     for (const auto& p : v.unicastPeers) o << " " << p.toString();
     if (v.sourceAddress) o << ", source " << v.sourceAddress->toString();
-    o << ", auth " << toString(v.auth) << ", vip_lifetime " << d(v.vipLifetime) << "\n";
+    o << ", auth " << toString(v.auth) << ", vip_lifetime " << d(v.vipLifetime) << ", handover_hold "
+      << d(v.handoverHold) << "\n";
   } else {
     o << "vrrp: off (standalone node: always serves, manages no VIP)\n";
   }

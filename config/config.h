@@ -199,6 +199,7 @@ struct Vrrp {
   VrrpAuth auth = VrrpAuth::None;
   std::string authKeyFile;
   Duration vipLifetime = 2s;  // valid_lft of the VIP, renewed by the live master
+  Duration handoverHold = 5min;  // after `halb handover`, do not preempt back for this long
   Garp garp;
   Tracking track;
   std::string notify;  // command run with the new state as argument
@@ -210,6 +211,7 @@ struct StateSync {
   std::optional<SocketAddress> peer;
   std::string keyFile;
   Duration heartbeat = 100ms;
+  Duration peerTimeout = 1s;  // no frame for this long: the link is dead (also TCP_USER_TIMEOUT)
   Duration reconnectMin = 50ms;
   Duration reconnectMax = 2s;
   Duration syncWait = 5s;  // a returning node waits at most this long for a snapshot before preempting

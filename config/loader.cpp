@@ -786,6 +786,7 @@ void readVrrp(Reader& r, const LoadOptions& opt, MapView m, Vrrp& v) {
     r.error(m.mark(), m.join("auth_key_file"), "is required with auth: hmac");
   if (v.auth == VrrpAuth::Hmac) checkKeyFile(r, opt, m, "auth_key_file", v.authKeyFile);
   readDuration(r, m, "vip_lifetime", v.vipLifetime, 1s, std::chrono::hours(1));
+  readDuration(r, m, "handover_hold", v.handoverHold, 0ms, std::chrono::hours(24));
   {
     MapView g = m.child("garp");
     readUint(r, g, "count", v.garp.count, 1, 100);
@@ -829,10 +830,22 @@ void readStateSync(Reader& r, const LoadOptions& opt, MapView m, StateSync& s, c
   }
   readFilePath(r, m, "key_file", s.keyFile);
   readDuration(r, m, "heartbeat", s.heartbeat, 10ms, 60s);
+  bool havePeerTimeout = m.has("peer_timeout");
+  readDuration(r, m, "peer_timeout", s.peerTimeout, 20ms, 600s);
   readDuration(r, m, "reconnect_min", s.reconnectMin, 1ms, 60s);
   readDuration(r, m, "reconnect_max", s.reconnectMax, 1ms, 600s);
   readDuration(r, m, "sync_wait", s.syncWait, 0ms, std::chrono::hours(1));
   readUint(r, m, "queue_size", s.queueSize, 64, 1u << 24);
+  // A peer is declared dead after peer_timeout without a frame; heartbeats must fit in it
+  // several times or a healthy link would be cut.
+  if (s.peerTimeout < 2 * s.heartbeat) {
+    if (havePeerTimeout)
+      r.error(m.mark(), m.join("peer_timeout"), "must be at least twice heartbeat");
+    else
+      s.peerTimeout = 10 * s.heartbeat;
+  }
+  if (s.reconnectMax < s.reconnectMin)
+    r.error(m.mark(), m.join("reconnect_max"), "must not be below reconnect_min");
   if (s.enabled) {
     // With `port`, both ends follow from the nodes' addresses: one line serves the pair.
     if (!haveListen && port != 0 && self.address) {

@@ -195,7 +195,7 @@ TEST(StickTableConcurrency, WorkersAndControlThreadTogether) {
   auto t = makeStickTables({{1, 1s, 5000}, {2, 1s, 100}},
                            StickTables::Options{.touchFraction = 0.25, .clock = now});
   std::atomic<bool> stop{false};
-  std::atomic<uint64_t> emitted{0}, hits{0};
+  std::atomic<uint64_t> emitted{0}, hits{0}, ops{0};
   std::vector<std::thread> workers;
   for (int w = 0; w < 4; ++w) {
     workers.emplace_back([&, w] {
@@ -210,6 +210,7 @@ TEST(StickTableConcurrency, WorkersAndControlThreadTogether) {
           t->record(backend, key, (i % 3 == 0) ? 5 : 6, now(), emit);
         }
         if (i % 1000 == 0) t->erase(backend, key, emit);
+        ops++;
       }
     });
   }
@@ -222,6 +223,13 @@ TEST(StickTableConcurrency, WorkersAndControlThreadTogether) {
     t->applyStick({1, "u" + std::to_string(round), 9, 1s, {7, static_cast<uint64_t>(round + 1)}},
                   now());
     if (round % 50 == 25) t->configure({{1, 1s, round % 100 == 25 ? 800u : 5000u}, {2, 1s, 100}});
+  }
+  // The rounds above can finish before the workers got going (Release, loaded machine): let
+  // them do a fair share of work alongside the control thread before stopping them.
+  while (ops.load() < 20000 && std::chrono::steady_clock::now() < deadline) {
+    nowNs += 1'000'000;
+    t->expire(now());
+    std::this_thread::yield();
   }
   stop = true;
   for (auto& th : workers) th.join();

@@ -296,6 +296,30 @@ backends: [{ name: b, servers: [{ name: s, address: 10.0.1.1:80 }] }]
   EXPECT_NE(e.find("statesync.key_file: is required"), std::string::npos) << e;
 }
 
+TEST(Loader, StateSyncTimers) {
+  const char* base = R"(
+nodes: { lb1: { address: 10.0.0.1 }, lb2: { address: 10.0.0.2 } }
+frontends: [{ name: f, bind: ":80", default_backend: b }]
+backends: [{ name: b, servers: [{ name: s, address: 10.0.1.1:80 }] }]
+)";
+  // peer_timeout: 1 s, or 10 heartbeats when the heartbeat is too slow for 1 s.
+  auto r = load(std::string(base) + "statesync: { port: 7400, key_file: /k, heartbeat: 50ms }\n");
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(r.config->statesync.peerTimeout, 1s);
+  r = load(std::string(base) + "statesync: { port: 7400, key_file: /k, heartbeat: 2s }\n");
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(r.config->statesync.peerTimeout, 20s);
+  r = load(std::string(base) + "statesync: { port: 7400, key_file: /k, peer_timeout: 300ms }\n");
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(r.config->statesync.peerTimeout, 300ms);
+  // A timeout that two heartbeats do not fit in would cut healthy links.
+  r = load(std::string(base) +
+           "statesync: { port: 7400, key_file: /k, heartbeat: 100ms, peer_timeout: 150ms, reconnect_min: 3s }\n");
+  std::string e = errors(r);
+  EXPECT_NE(e.find("statesync.peer_timeout: must be at least twice heartbeat"), std::string::npos) << e;
+  EXPECT_NE(e.find("statesync.reconnect_max: must not be below reconnect_min"), std::string::npos) << e;
+}
+
 TEST(Loader, RouteMatchesAreNormalised) {
   auto r = load(R"(
 frontends:
