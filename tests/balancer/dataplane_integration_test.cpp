@@ -439,7 +439,7 @@ TEST_F(DataplaneTest, TcpIdleTimeout) {
   std::string rest;
   c.readToEof(rest);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, 250ms);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 100ms);  // not at once (the deadline is 300 ms)
 }
 
 TEST_F(DataplaneTest, LongConnectionsArePublishedToTheConnectionTable) {
