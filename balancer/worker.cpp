@@ -212,8 +212,6 @@ Worker::Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools,
   emit_ = [this](repl::Change&& c) { changes_.push(std::move(c)); };
   applyPools(std::move(pools));
   for (const ListenerFd& l : listenerFds_) {
-    const auto& bound = shared_.frontends[l.frontendIndex].bound;
-    (void)bound;
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     ::getsockname(l.fd, reinterpret_cast<sockaddr*>(&ss), &len);
