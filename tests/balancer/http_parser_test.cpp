@@ -199,6 +199,22 @@ TEST(HttpParserSmuggling, NulAndControls) {
             ParseError::BadRequest);
 }
 
+TEST(HttpParserSmuggling, ControlAtEveryPositionOfALongValue) {
+  // The value check works eight bytes at a time: a bad byte must be caught wherever it sits.
+  const std::string good = "abc\tdef ghi\x80\xff-0123456789-ABCDEFGHIJ";  // HTAB, obs-text ok
+  HeadParser ok = parseRequest("GET / HTTP/1.1\r\nHost: a\r\nX: " + good + "\r\n\r\n");
+  ASSERT_EQ(ok.status(), ParseStatus::Complete);
+  for (char bad : {'\0', '\x01', '\x1f', '\x7f', '\r'}) {
+    for (size_t pos = 0; pos < good.size(); ++pos) {
+      std::string v = good;
+      v[pos] = bad;
+      if (pos == 0 && bad == '\r') continue;  // would end the line early: a different error
+      EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nX: z" + v + "\r\n\r\n"), ParseError::BadRequest)
+          << "byte " << int(bad) << " at " << pos;
+    }
+  }
+}
+
 TEST(HttpParserSmuggling, HostRules) {
   EXPECT_EQ(requestError("GET / HTTP/1.1\r\nX: a\r\n\r\n"), ParseError::BadRequest);
   EXPECT_EQ(requestError("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), ParseError::BadRequest);
