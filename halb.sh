@@ -4,6 +4,7 @@
 #   ./halb.sh test    install, build twice (Release; Debug+ASan/UBSan), run every test
 #   ./halb.sh build   install and build the Release tree only
 #   ./halb.sh bench   install, build, and run the benchmarks against HAProxy and nginx
+#   ./halb.sh package install, build the Release binary and the Debian package (build/release)
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -83,6 +84,16 @@ cmd_demo() {
   ./scripts/demo.sh build/release/app/halb
 }
 
+cmd_package() {
+  install_deps
+  log "building the halb binary (build/release)"
+  configure build/release -DCMAKE_BUILD_TYPE=Release
+  build build/release halb
+  log "packaging: cpack -G DEB (cmake/HalbPackage.cmake)"
+  (cd build/release && cpack -G DEB)
+  ls -l build/release/halb_*.deb
+}
+
 cmd_bench() {
   install_deps
   build_release
@@ -94,6 +105,7 @@ case ${1:-} in
   demo) cmd_demo ;;
   build) install_deps && build_release ;;
   bench) shift; cmd_bench "$@" ;;
+  package) cmd_package ;;
   *)
     sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     exit 2

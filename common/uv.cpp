@@ -18,7 +18,9 @@ Loop::~Loop() {
   uv_walk(
       &loop_,
       [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h)) uv_close(h, nullptr);
+        if (uv_is_closing(h)) return;
+        if (h->type == UV_PROCESS && h->data) Process::closeOrphan(h);
+        else uv_close(h, nullptr);
       },
       nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -403,6 +405,10 @@ Process::~Process() {
   box_->state.onExit = nullptr;
   if (box_->state.exited)
     uv_close(reinterpret_cast<uv_handle_t*>(&box_->handle), deleteBox<detail::Box<uv_process_t, State>>);
+}
+
+void Process::closeOrphan(uv_handle_t* h) {
+  uv_close(h, deleteBox<detail::Box<uv_process_t, State>>);
 }
 
 int Process::pid() const { return box_ ? box_->handle.pid : -1; }

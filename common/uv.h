@@ -188,6 +188,10 @@ class Process {
   void kill(int signum);
 
  private:
+  friend class Loop;
+  // Frees an orphaned process handle (its owner went away before the child exited) when the
+  // loop itself is torn down.
+  static void closeOrphan(uv_handle_t* h);
   Process() = default;
   struct State {
     std::function<void(int64_t, int)> onExit;

@@ -69,5 +69,16 @@ TEST(Uv, ProcessReportsExitStatus) {
   EXPECT_FALSE(err.empty());
 }
 
+TEST(Uv, ProcessDroppedBeforeItsExitIsFreedWithTheLoop) {
+  // LeakSanitizer (sanitizer build) fails this test if the orphaned handle is not freed.
+  auto loop = std::make_unique<Loop>();
+  std::string err;
+  auto p = Process::spawn(*loop, {"/bin/sleep", "5"}, [](int64_t, int) {}, &err);
+  ASSERT_NE(p, nullptr) << err;
+  p->kill(SIGKILL);
+  p.reset();
+  loop.reset();
+}
+
 }  // namespace
 }  // namespace halb::uv

@@ -634,14 +634,21 @@ class VipWatcher:
             t.start()
             self.threads.append(t)
         # A monitor is subscribed once it reports a sentinel address we add on lo; only then is
-        # the current state read, after which every change arrives as an event.
-        for role in LB_NODES:
+        # the current state read, after which every change arrives as an event. The monitor may
+        # not have subscribed yet when the first add happens, so the sentinel is re-added until
+        # one of its events is seen.
+        def sentinel_seen(role: str) -> bool:
+            if self.sentinel_seen.get(role):
+                return True
             ns = self.topo.ns(role)
+            sh(["ip", "-n", ns, "addr", "del", self.SENTINEL + "/32", "dev", "lo"], check=False)
             sh(["ip", "-n", ns, "addr", "add", self.SENTINEL + "/32", "dev", "lo"])
+            return False
+
         try:
             for role in LB_NODES:
-                wait_for(lambda role=role: self.sentinel_seen.get(role), 5.0,
-                         f"ip monitor subscribed in {role}")
+                wait_for(lambda role=role: sentinel_seen(role), 10.0, f"ip monitor subscribed in {role}",
+                         interval=0.1)
         finally:
             for role in LB_NODES:
                 sh(["ip", "-n", self.topo.ns(role), "addr", "del", self.SENTINEL + "/32", "dev", "lo"],
