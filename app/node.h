@@ -50,6 +50,7 @@ class Node {
  private:
   struct Services;
   bool startServices();
+  bool startDataPlane();  // false: the engine could not start (e.g. a bind error)
   void runStopHooks();
   void notifySystemd(const std::string& state);
 

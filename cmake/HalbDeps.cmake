@@ -15,7 +15,11 @@ pkg_check_modules(SYSTEMD IMPORTED_TARGET libsystemd)
 # data-plane sources that need it pay for its headers.
 add_library(halb_asio INTERFACE)
 target_include_directories(halb_asio SYSTEM INTERFACE ${Boost_INCLUDE_DIRS})
+# The recycling allocator's per-thread cache (coroutine frames, handlers): Asio keeps 2 blocks
+# per purpose by default, too few for a coroutine per connection with nested awaitables, so
+# most frames went back to malloc. Must be the same in every translation unit using Asio.
 target_compile_definitions(halb_asio INTERFACE
+  BOOST_ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE=16
   BOOST_ASIO_NO_DEPRECATED
   BOOST_ASIO_DISABLE_BOOST_COROUTINE
   BOOST_ASIO_NO_TS_EXECUTORS)

@@ -22,7 +22,7 @@ build_pkgs=(
 # Tests, demo and benchmarks: namespaces, real peers and anchors to compare with.
 runtime_pkgs=(
   iproute2 iputils-ping tcpdump procps psmisc curl openssl
-  haproxy nginx-light wrk keepalived
+  haproxy nginx-light libnginx-mod-stream wrk keepalived
   ansible-core ansible-lint openssh-server openssh-client sshpass python3
 )
 
