@@ -9,6 +9,7 @@
 
 #include "app/admin.h"
 #include "app/statesync_wiring.h"
+#include "app/tls_wiring.h"
 #include "app/wire_vrrp.h"
 #include "balancer/engine.h"
 #include "balancer/pool_service.h"
@@ -50,6 +51,8 @@ struct Node::Services {
       engine->forEachConn(fn);
     }
   } tables;
+  // TLS: ticket keys (rotated here, shared with the peer) and each configuration's contexts.
+  std::unique_ptr<TlsNode> tls;
   std::unique_ptr<StateSyncNode> statesync;
   std::unique_ptr<vrrp::Instance> vrrp;
   ~Services() {
@@ -150,6 +153,19 @@ bool Node::startDataPlane() {
   eo.cookies = loadCookies(cfg, s.cookieSecret);
   eo.outcomeSink = [this](size_t w) { return &services_->pools->manager().reporter(w); };
   // Connection ids carry one node bit: the pair's nodes sort their names the same way.
+  {
+    std::string error;
+    s.tls = TlsNode::start(*this,
+                           [this](balancer::TlsContextsPtr t) {
+                             if (services_ && services_->engine) services_->engine->updateTls(std::move(t));
+                           },
+                           error);
+    if (!s.tls) {
+      HALB_LOG(Error, "tls") << error;
+      return false;
+    }
+    eo.tls = s.tls->contexts();
+  }
   eo.nodeIndex = 0;
   for (const auto& peer : cfg.peers)
     if (peer.name < cfg.self.name) eo.nodeIndex = 1;
@@ -196,6 +212,9 @@ bool Node::startDataPlane() {
     Services& sv = *services_;
     sv.stickTables->configure(balancer::stickTableSpecs(*next));
     sv.pools->applyConfig(next);  // publishes a snapshot with the new backends
+    // Routes and traffic policies (split weights, mirrors, retries) after the pools, so a
+    // route never names a backend the workers do not know yet.
+    sv.engine->updateRoutes(next);
     if (auto c = loadCookies(*next, sv.cookieSecret)) sv.engine->updateCookies(std::move(c));
   });
   // Stop: drain the workers off the loop thread (stop() blocks up to timeouts.drain), then
@@ -251,12 +270,15 @@ bool Node::startServices() {
   ports.setSyncReady = [&sv](bool ready) {
     if (sv.vrrp) sv.vrrp->setSyncReady(ready);
   };
+  ports.onTicketKeys = [&sv](std::vector<repl::TicketKey> keys) { sv.tls->onPeerKeys(std::move(keys)); };
   std::string error;
   sv.statesync = StateSyncNode::start(*this, std::move(ports), error);
   if (!error.empty()) {
     HALB_LOG(Error, "statesync") << error;
     return false;
   }
+  // TLS session-ticket keys go to the peer, so resumption survives a failover.
+  if (sv.statesync) sv.tls->attach(&sv.statesync->service());
 
   vrrp::Hooks hooks;
   hooks.onStateChange = [&sv](vrrp::State from, vrrp::State to) {

@@ -98,6 +98,8 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
   sh.makeSelector = std::move(options.makeSelector);
   sh.stickTables = std::move(options.stickTables);
   sh.cookies = std::move(options.cookies);
+  sh.tls = std::move(options.tls);
+  sh.makeRouter = std::move(options.makeRouter);
   sh.nodeIndex = options.nodeIndex;
   sh.role.store(options.role);
   const uint32_t n = workerCount(*options.config);
@@ -113,8 +115,6 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
     dp::FrontendRt rt;
     rt.cfg = &fe;
     rt.id = stableId("frontend/" + fe.name);
-    if (fe.mode == config::Mode::Http && options.makeRouter && !fe.routes.empty())
-      rt.route = options.makeRouter(fe);
     size_t fi = sh.frontends.size();
     for (const SocketAddress& want : fe.bind) {
       SocketAddress addr = want;
@@ -137,6 +137,7 @@ Result<std::unique_ptr<Engine>> Engine::start(EngineOptions options) {
     impl->workers.push_back(
         std::make_unique<dp::Worker>(sh, w, options.pools, std::move(perWorker[w])));
     if (options.outcomeSink) impl->workers.back()->setOutcomeSink(options.outcomeSink(w));
+    sh.workers.push_back(impl->workers.back().get());
   }
   for (auto& w : impl->workers) w->start();
   HALB_LOG(Info, "dataplane") << "engine started: " << n << " workers, " << sh.frontends.size()
@@ -154,6 +155,14 @@ uint32_t Engine::workerCount(const config::Config& config) {
 
 void Engine::updateCookies(std::shared_ptr<const CookieCodecs> cookies) {
   for (auto& w : impl_->workers) w->postCookies(cookies);
+}
+
+void Engine::updateTls(TlsContextsPtr tls) {
+  for (auto& w : impl_->workers) w->postTls(tls);
+}
+
+void Engine::updateRoutes(config::ConfigPtr config) {
+  for (auto& w : impl_->workers) w->postRoutes(config);
 }
 
 void Engine::updatePools(PoolSnapshotPtr pools) {
@@ -241,9 +250,52 @@ void Engine::writeMetrics(PromWriter& w) const {
        "Client connections closed at once because max_connections was reached.",
        &dp::WorkerMetrics::rejectedMaxConn},
   };
+  struct Labelled {
+    const char* name;
+    const char* help;
+    const char* label;
+    std::vector<std::pair<const char*, std::atomic<uint64_t> dp::WorkerMetrics::*>> series;
+  };
+  static const Labelled kLabelled[] = {
+      {"halb_tls_handshakes_total",
+       "TLS handshakes with clients: full, resumed (session ticket) or failed.",
+       "result",
+       {{"full", &dp::WorkerMetrics::tlsHandshakes},
+        {"resumed", &dp::WorkerMetrics::tlsResumed},
+        {"failed", &dp::WorkerMetrics::tlsFailures}}},
+      {"halb_backend_tls_handshakes_total",
+       "TLS handshakes with servers: full, resumed or failed (incl. verification).",
+       "result",
+       {{"full", &dp::WorkerMetrics::backendTlsHandshakes},
+        {"resumed", &dp::WorkerMetrics::backendTlsResumed},
+        {"failed", &dp::WorkerMetrics::backendTlsFailures}}},
+      {"halb_retries_total",
+       "Requests or connects tried again (sent), and retries the retry budget refused (budget).",
+       "result",
+       {{"sent", &dp::WorkerMetrics::retries}, {"budget", &dp::WorkerMetrics::retriesDenied}}},
+      {"halb_mirror_total",
+       "Mirrored requests: answered (sent), failed, dropped (max_in_flight) or skipped (body).",
+       "result",
+       {{"sent", &dp::WorkerMetrics::mirrorsSent},
+        {"failed", &dp::WorkerMetrics::mirrorsFailed},
+        {"dropped", &dp::WorkerMetrics::mirrorsDropped},
+        {"skipped", &dp::WorkerMetrics::mirrorsSkipped}}},
+      {"halb_queue_total",
+       "Waits for a server slot (max_connections): queued, woken, timed out, or refused at "
+       "once (queue full or none).",
+       "result",
+       {{"queued", &dp::WorkerMetrics::queued},
+        {"woken", &dp::WorkerMetrics::queueServed},
+        {"timeout", &dp::WorkerMetrics::queueTimeouts},
+        {"full", &dp::WorkerMetrics::queueFull}}},
+  };
   for (const Counter& c : kCounters) {
     w.family(c.name, c.type, c.help);
     w.sample(c.name, {}, sum(c.member));
+  }
+  for (const Labelled& l : kLabelled) {
+    w.family(l.name, "counter", l.help);
+    for (const auto& [value, member] : l.series) w.sample(l.name, {{l.label, value}}, sum(member));
   }
   w.family("halb_http_requests_total", "counter", "HTTP requests received, per worker.");
   for (size_t i = 0; i < workers.size(); ++i) {

@@ -17,6 +17,7 @@
 #include "balancer/router.h"
 #include "balancer/stick_table.h"
 #include "balancer/sticky.h"
+#include "balancer/tls.h"
 #include "common/net.h"
 #include "common/prom.h"
 #include "common/replication.h"
@@ -32,8 +33,9 @@ const char* toString(Role r);
 // Builds a worker's balancing state for one backend (balancer::makeSelector in production).
 using SelectorFactory =
     std::function<std::unique_ptr<Selector>(config::Algorithm algorithm, uint64_t seed)>;
-// Routes one request of an http frontend to a backend name (nullptr: no route, no default).
-using RouteFn = std::function<const std::string*(const RequestView&)>;
+// Routes one request of an http frontend: the index of the matching route in
+// frontend.routes, or -1 (the frontend's default backend, if any).
+using RouteFn = std::function<int(const RequestView&)>;
 // Builds the route function of an http frontend once per configuration.
 using RouterFactory = std::function<RouteFn(const config::Frontend&)>;
 
@@ -45,7 +47,7 @@ inline SelectorFactory defaultSelectorFactory() {
 inline RouterFactory defaultRouterFactory() {
   return [](const config::Frontend& f) -> RouteFn {
     auto router = std::make_shared<const Router>(f);
-    return [router](const RequestView& r) { return router->route(r); };
+    return [router](const RequestView& r) { return router->matchIndex(r); };
   };
 }
 
@@ -61,6 +63,9 @@ struct EngineOptions {
   std::function<OutcomeSink*(size_t worker)> outcomeSink;
   uint32_t nodeIndex = 0;  // goes into connection ids (bit 63) so two nodes never clash
   Role role = Role::Master;
+  // TLS contexts of this configuration (buildTlsContexts); null = no TLS anywhere. A frontend
+  // or backend with `tls:` but no context here refuses its connections.
+  TlsContextsPtr tls;
 };
 
 // One worker's view for the control thread.
@@ -89,6 +94,13 @@ class Engine {
   void updatePools(PoolSnapshotPtr pools);
   // New cookie codecs (reload with new keys); posted like the pools.
   void updateCookies(std::shared_ptr<const CookieCodecs> cookies);
+  // New TLS contexts (reload re-read the certificates): new handshakes use them, established
+  // connections keep theirs.
+  void updateTls(TlsContextsPtr tls);
+  // Reload: the routes and traffic policies (splits, pins, mirrors, retries, route timeouts)
+  // of `config`'s frontends, matched by name, replace the running ones for new requests.
+  // Listeners, modes and the other frontend settings stay as they started.
+  void updateRoutes(config::ConfigPtr config);
   // A backup keeps listening (no traffic reaches it anyway) so takeover needs no bind.
   void setRole(Role role);
   Role role() const;

@@ -33,8 +33,9 @@ using http::ParseStatus;
 
 namespace {
 
-constexpr size_t kMaxTries = 8;
+constexpr size_t kMaxExclude = 64;  // servers one request skips (failed or at their limit)
 constexpr Duration kErrorLinger = 1s;  // reading what the client still sends after an error
+constexpr Duration kTlsLinger = 1s;    // waiting for the client's close_notify
 constexpr size_t kErrorLingerBytes = 64 * 1024;
 
 std::string makeError(int code, std::string_view reason, std::string_view body) {
@@ -57,11 +58,16 @@ const std::string& errorResponse(int code) {
   static const std::string k502 = makeError(502, "Bad Gateway", "the server failed to answer\n");
   static const std::string k503 =
       makeError(503, "Service Unavailable", "no healthy server available for this request\n");
+  static const std::string k503Busy =
+      makeError(503, "Service Unavailable",
+                "every server is at its connection limit and the queue is full or timed out\n");
   static const std::string k504 =
       makeError(504, "Gateway Timeout", "the server did not answer in time\n");
   static const std::string k505 =
       makeError(505, "HTTP Version Not Supported", "HTTP version not supported\n");
   switch (code) {
+    case 5031:
+      return k503Busy;
     case 404:
       return k404;
     case 405:
@@ -130,13 +136,20 @@ class HttpSession final : public Session, private RequestView {
     cbuf_ = worker_.takeBuffer();
     out_.reserve(1024);
     bool first = true;
-    for (;;) {
-      if (!co_await readRequestHead(cfg, first)) break;
-      first = false;
-      if (!co_await handleRequest(cfg)) break;
-      if (draining_) break;
+    if (co_await handshakeClient(cfg)) {
+      for (;;) {
+        if (!co_await readRequestHead(cfg, first)) break;
+        first = false;
+        const bool more = co_await handleRequest(cfg);
+        sendMirror();
+        if (!more || draining_) break;
+      }
+      if (clientTls() && !clientGone_) co_await shutdownClientTls(kTlsLinger);
+    } else {
+      clientGone_ = true;
     }
     releaseServer(false);
+    releaseSlot();
     ErrorCode ec;
     client_.close(ec);
     disarm();
@@ -175,6 +188,7 @@ class HttpSession final : public Session, private RequestView {
     ErrorCode ec;
     client_.close(ec);
     if (sc_) sc_->sock.close(ec);
+    if (slotWaiting_ && slotTimer_) slotTimer_->cancel();
   }
 
  private:
@@ -183,6 +197,7 @@ class HttpSession final : public Session, private RequestView {
     Head,
     Body,
     Connect,
+    Queue,  // waiting for a server slot (max_connections)
     ServerResponse,
     ResponseBody,
     Tunnel,
@@ -281,9 +296,9 @@ class HttpSession final : public Session, private RequestView {
         co_await sendErrorAndClose(431);
         co_return false;
       }
-      auto [ec, n] = co_await client_.async_read_some(
-          asio::buffer(cbuf_.writePtr(), cbuf_.writable()), kUseTuple);
+      auto [ec, n] = co_await clientIo().readSome(asio::buffer(cbuf_.writePtr(), cbuf_.writable()));
       if (ec) {
+        if (ec != asio::error::operation_aborted) clientGone_ = true;
         // Timeout with a partial request: 408 (RFC 9110 §15.5.9); an idle keep-alive
         // connection just closes.
         if (timedOut_ && !cbuf_.empty()) co_await sendErrorAndClose(408);
@@ -316,10 +331,23 @@ class HttpSession final : public Session, private RequestView {
     clientKeepAlive_ = req_.keepAlive() && !draining_;
     prepareRouting();
 
-    // Route.
-    const std::string* backendName = fe_.route ? fe_.route(*this) : nullptr;
-    if (backendName == nullptr && !fe_.cfg->defaultBackend.empty())
-      backendName = &fe_.cfg->defaultBackend;
+    // Route, then its traffic policy: split (and pin), mirror, retries, timeouts. The routes
+    // are held for the request: a reload may replace them meanwhile.
+    FrontendRoutesPtr routes = worker_.routes(frontendIndex_);
+    const int ri = routes->route ? routes->route(*this) : -1;
+    const config::Route* route =
+        ri >= 0 && static_cast<size_t>(ri) < routes->states.size() ? &routes->frontend->routes[ri]
+                                                                    : nullptr;
+    RouteState* rstate = route ? routes->states[static_cast<size_t>(ri)].get() : nullptr;
+    const std::string* backendName = nullptr;
+    pinRoute_ = nullptr;
+    if (route) {
+      SplitPick sp = rstate->traffic.pick(*this);
+      backendName = sp.backend;
+      if (sp.setPinCookie) pinRoute_ = route;
+    } else if (!routes->frontend->defaultBackend.empty()) {
+      backendName = &routes->frontend->defaultBackend;
+    }
     if (backendName == nullptr) {
       co_await sendErrorAndClose(404);
       co_return false;
@@ -331,12 +359,39 @@ class HttpSession final : public Session, private RequestView {
       co_return false;
     }
     backendId_ = backend->id;
+    const TimePoint start = SteadyClock::now();
+    rq_ = RequestPolicy{};
+    rq_.retry = route ? &route->retry : &routes->defaultRetry;
+    rq_.budget = &worker_.retryBudget(*backend);
+    rq_.budget->onRequest(start);
+    rq_.method.assign(req_.view(base, req_.method()));
+    rq_.hasBody = reqBody != BodyKind::None;
+    rq_.connectTimeout =
+        route && route->timeouts.connect ? *route->timeouts.connect : cfg.timeouts.connect;
+    const Duration responseTimeout = route && route->timeouts.serverResponse
+                                         ? *route->timeouts.serverResponse
+                                         : cfg.timeouts.serverResponse;
+    const bool idempotent = isIdempotent(rq_.method);
 
     const config::Sticky& sc = backend->config ? backend->config->sticky : kNoSticky;
     setCookie_.clear();
 
     // Rewrite the head now (it is consumed from cbuf_ below).
     buildRequestHead(base, upgrade);
+    // A mirror copy is taken now (head and a body that came with it) and sent once the
+    // client has its answer, so the copy costs the client nothing.
+    if (route && route->mirror && !upgrade && rstate->traffic.sampleMirror()) {
+      if (buildMirrorCopy(mirror_.copy, reqBody, *route->mirror)) {
+        mirror_.routes = routes;
+        mirror_.state = rstate;
+        mirror_.route = route;
+        mirror_.connectTimeout = rq_.connectTimeout;
+        mirror_.responseTimeout = responseTimeout;
+      } else {
+        WorkerMetrics::inc(worker_.metrics().mirrorsSkipped);
+      }
+    }
+
     const size_t headLen = req_.headLength();
     cbuf_.consume(headLen);
     reqChunks_.reset();
@@ -346,24 +401,29 @@ class HttpSession final : public Session, private RequestView {
     if (req_.expectContinue() && reqBody != BodyKind::None && cbuf_.empty()) {
       static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
       beforeClientWrite();
-      auto [ec, n] =
-          co_await asio::async_write(client_, asio::buffer(k100.data(), k100.size()), kUseTuple);
+      auto [ec, n] = co_await clientIo().write(asio::buffer(k100.data(), k100.size()));
       if (ec) co_return false;
     }
 
-    // Server connection + send, with one resend on a fresh connection when a pooled one
-    // turns out dead and nothing of the request could have been processed (no body).
+    // Server connection + send. A pooled connection that turns out dead before anything of
+    // the request could have been processed (no body, idempotent) gets one resend on a fresh
+    // connection; other failures are retried per the route's policy, within the budget.
     bool sentBody = reqBody == BodyKind::None;
     const ServerView* server = nullptr;
     TimePoint sentAt{};
-    for (int attempt = 0;; ++attempt) {
+    bool freshOnly = false;
+    for (;;) {
       bool reused = false;
-      server =
-          co_await acquireServer(cfg, *backend, attempt > 0, reqBody != BodyKind::None, reused);
+      // A non-idempotent request is never sent twice, so it must not meet a pooled
+      // connection the server is closing: probe every pooled connection it would use.
+      server = co_await acquireServer(cfg, *backend, freshOnly, rq_.hasBody || !idempotent,
+                                      reused);
       if (server == nullptr) {
         WorkerMetrics::inc(worker_.metrics().noServer);
-        HALB_LOG_EVERY(Warn, "http", 1s) << "backend " << *backendName << ": no server available";
-        co_await sendErrorAndClose(503);
+        HALB_LOG_EVERY(Warn, "http", 1s)
+            << "backend " << *backendName
+            << (rq_.busy ? ": every server at max_connections" : ": no server available");
+        co_await sendErrorAndClose(503, rq_.busy);
         co_return false;
       }
       if (server->stats) {
@@ -375,37 +435,57 @@ class HttpSession final : public Session, private RequestView {
       BodyResult r;
       if (reqBody == BodyKind::None) {
         phase_ = Phase::ServerResponse;
-        arm(cfg.timeouts.serverResponse);
-        auto [ec, n] = co_await asio::async_write(sc_->sock, asio::buffer(out_), kUseTuple);
+        arm(responseTimeout);
+        auto [ec, n] = co_await sc_->io().write(asio::buffer(out_));
         r = ec ? BodyResult::DstError : BodyResult::Ok;
       } else {
         phase_ = Phase::Body;
-        r = co_await forwardBody(client_, cbuf_, sc_->sock, reqBody, reqRemaining, reqChunks_,
+        r = co_await forwardBody(clientIo(), cbuf_, sc_->io(), reqBody, reqRemaining, reqChunks_,
                                  cfg.timeouts.requestBody, out_, true);
         sentBody = true;
       }
       if (r == BodyResult::Ok) {
-        ParseStatus st = co_await readResponseHead(cfg);
-        if (st == ParseStatus::Complete) break;
-        if (st == ParseStatus::Incomplete && reused && reqBody == BodyKind::None && attempt == 0 &&
-            !timedOut_) {
+        ParseStatus st = co_await readResponseHead(responseTimeout);
+        if (st == ParseStatus::Complete) {
+          const int code = resp_.statusCode();
+          if (code != 101 && co_await retryAfter(*backend, *server, AttemptFailure::Status, code)) {
+            freshOnly = false;
+            continue;
+          }
+          break;
+        }
+        if (st == ParseStatus::Incomplete && reused && reqBody == BodyKind::None && idempotent &&
+            !freshOnly && !timedOut_) {
           dropActive();
           releaseServer(false);
+          freshOnly = true;
           continue;  // the pooled connection was closed under us: resend on a fresh one
         }
+        const bool timeout = timedOut_ && phase_ == Phase::ServerResponse;
         dropActive();
         if (server->stats && !timedOut_)
           server->stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
         releaseServer(false);
-        co_await sendErrorAndClose(timedOut_ && phase_ == Phase::ServerResponse ? 504 : 502);
+        if (st == ParseStatus::Incomplete || timeout) {
+          if (co_await retryAfter(*backend, *server,
+                                  timeout ? AttemptFailure::Timeout : AttemptFailure::Reset, 0)) {
+            freshOnly = false;
+            continue;
+          }
+        }
+        releaseSlot();
+        co_await sendErrorAndClose(timeout ? 504 : 502);
         co_return false;
       }
       dropActive();
-      if (r == BodyResult::DstError && reused && reqBody == BodyKind::None && attempt == 0) {
+      if (r == BodyResult::DstError && reused && reqBody == BodyKind::None && idempotent &&
+          !freshOnly) {
         releaseServer(false);
+        freshOnly = true;
         continue;
       }
       releaseServer(false);
+      releaseSlot();
       // Client-side problems while streaming the request body: no answer is owed.
       if (r == BodyResult::Invalid) {
         co_await sendErrorAndClose(400);
@@ -443,7 +523,7 @@ class HttpSession final : public Session, private RequestView {
         resp_.keepAlive() && respBody != BodyKind::UntilClose && sentBody && !upgrade;
     if (sc.mode == config::StickyMode::AppCookie && worker_.stickTables())
       learnAppCookie(rbase, sc.name, *backend, server->id);
-    buildResponseHead(rbase, closeAfter, false, sc.name);
+    buildResponseHead(rbase, closeAfter, false, sc.name, *backendName);
     sc_->buf.consume(resp_.headLength());
     countResponse(status);
     if (status >= 500 && server->stats)
@@ -452,17 +532,78 @@ class HttpSession final : public Session, private RequestView {
     respChunks_.reset();
     uint64_t respRemaining = respBody == BodyKind::Length ? resp_.contentLength() : 0;
     phase_ = Phase::ResponseBody;
-    BodyResult r = co_await forwardBody(sc_->sock, sc_->buf, client_, respBody, respRemaining,
-                                        respChunks_, cfg.timeouts.serverResponse, out_, false);
+    BodyResult r = co_await forwardBody(sc_->io(), sc_->buf, clientIo(), respBody, respRemaining,
+                                        respChunks_, responseTimeout, out_, false);
     dropActive();
+    releaseSlot();
     if (r != BodyResult::Ok) {
       // Headers are out: all we can do is cut the client connection so it sees a truncation.
+      if (r == BodyResult::DstError) clientGone_ = true;
       releaseServer(false);
       co_return false;
     }
     releaseServer(serverReusable);
     if (closeAfter) co_return false;  // run() closes: a FIN, as nothing is left unread
     co_return true;
+  }
+
+  // An attempt failed (`failure`; `status` for a response): retries per the route's policy and
+  // the backend's budget. true = try again (the server is excluded while others remain).
+  asio::awaitable<bool> retryAfter(const BackendView& backend, const ServerView& server,
+                                   AttemptFailure failure, int status) {
+    AttemptInfo a{failure, status, rq_.method, rq_.hasBody, rq_.retries};
+    if (!retryAllowed(*rq_.retry, a)) co_return false;
+    if (!rq_.budget->tryRetry(SteadyClock::now())) {
+      WorkerMetrics::inc(worker_.metrics().retriesDenied);
+      HALB_LOG_EVERY(Warn, "http", 1s)
+          << "retry budget of backend "
+          << (backend.config ? backend.config->name : std::string("?")) << " spent: "
+          << toString(failure) << " goes to the client";
+      co_return false;
+    }
+    if (failure == AttemptFailure::Status) {
+      // The response head is read but not sent: drop it with its connection.
+      dropActive();
+      if (server.stats) server.stats->responses5xx.fetch_add(1, std::memory_order_relaxed);
+      worker_.report(backend, server, status >= 500 ? Outcome::Response5xx : Outcome::Success);
+      releaseServer(false);
+    }
+    releaseSlot();
+    ++rq_.retries;
+    if (rq_.nFailed < rq_.failed.size()) rq_.failed[rq_.nFailed++] = server.id;
+    WorkerMetrics::inc(worker_.metrics().retries);
+    co_return true;
+  }
+
+  // The request's copy goes to its shadow backend once the client has the answer (or the
+  // request ended otherwise), so it costs the client nothing; never from a destroyed session.
+  void sendMirror() {
+    if (mirror_.copy.empty()) return;
+    worker_.mirror(mirror_.routes, *mirror_.state, *mirror_.route, std::move(mirror_.copy),
+                   clientAddr_.ip, mirror_.connectTimeout, mirror_.responseTimeout);
+    mirror_ = PendingMirror{};
+  }
+
+  // The copy of this request for a shadow backend: the rewritten head with Connection: close
+  // and X-Halb-Shadow, then the body, if all of it came with the head (cbuf_ still holds it).
+  bool buildMirrorCopy(std::string& copy, BodyKind body, const config::Mirror& m) {
+    const uint64_t len = body == BodyKind::Length ? req_.contentLength() : 0;
+    if (body == BodyKind::Chunked || len > m.maxBody) return false;
+    std::string_view after = cbuf_.view().substr(req_.headLength());
+    if (after.size() < len) return false;
+    std::string_view head(out_);
+    head.remove_suffix(2);  // the blank line
+    copy.reserve(head.size() + len + 48);
+    static constexpr std::string_view kKeepAlive = "Connection: keep-alive\r\n";
+    if (size_t k = head.find(kKeepAlive); k != std::string_view::npos) {
+      copy.append(head.substr(0, k));
+      copy.append(head.substr(k + kKeepAlive.size()));
+    } else {
+      copy.append(head);
+    }
+    copy.append("X-Halb-Shadow: 1\r\nConnection: close\r\n\r\n"sv);
+    copy.append(after.substr(0, static_cast<size_t>(len)));
+    return true;
   }
 
   void dropActive() {
@@ -486,24 +627,53 @@ class HttpSession final : public Session, private RequestView {
     }
   }
 
-  // A server for this request: the sticky one if usable, else the algorithm's pick; a pooled
-  // idle connection when there is one, else a new connection, with retries on other servers.
+  // A server for this request: the sticky one if usable, else the algorithm's pick, skipping
+  // servers at their max_connections (and waiting in the backend's queue when all are); a
+  // pooled idle connection when there is one, else a new connection (TLS when the backend
+  // has it), retrying connect failures on other servers per the route's policy and budget.
+  // nullptr when no server can take it (rq_.busy: because all were at their limit).
   asio::awaitable<const ServerView*> acquireServer(const config::Config& cfg,
                                                    const BackendView& backend, bool freshOnly,
                                                    bool mustProbe, bool& reused) {
     const TimePoint now = SteadyClock::now();
-    std::array<uint64_t, kMaxTries> tried{};
-    size_t nTried = 0;
-    const size_t maxTries = std::min<size_t>(kMaxTries, cfg.limits.connectRetries + 1);
-    for (size_t attempt = 0; attempt < maxTries; ++attempt) {
-      // Stickiness (cookie, source, app_cookie, header) first, then the algorithm; a retry
-      // excludes the servers that failed (and re-sticks the user to the one that works).
+    std::array<uint64_t, kMaxExclude> exclude{};
+    std::array<uint64_t, kMaxExclude> full{};
+    size_t nFull = 0;
+    bool queued = false;
+    TimePoint queueDeadline{};
+    for (;;) {
+      // Servers this request failed on stay out while others remain; full ones are skipped.
+      size_t n = 0;
+      if (backend.usableCount() > rq_.nFailed)
+        for (size_t i = 0; i < rq_.nFailed; ++i) exclude[n++] = rq_.failed[i];
+      for (size_t i = 0; i < nFull && n < exclude.size(); ++i) exclude[n++] = full[i];
       PickContext ctx;
       ctx.clientAddress = &clientAddr_.ip;
-      ctx.exclude = std::span<const uint64_t>(tried.data(), nTried);
+      ctx.exclude = std::span<const uint64_t>(exclude.data(), n);
       StickyPick pick = worker_.pick(backend, ctx, this);
       const ServerView* server = pick.server;
-      if (server == nullptr) co_return nullptr;
+      if (server == nullptr) {
+        if (nFull == 0) co_return nullptr;
+        // Every usable server is at its limit: wait for a slot (queue.timeout in all).
+        if (!queued) queueDeadline = SteadyClock::now() + backend.config->queue.timeout;
+        queued = true;
+        phase_ = Phase::Queue;
+        disarm();  // the queue's deadline bounds the wait
+        if (!co_await waitForSlot(backend, queueDeadline)) {
+          rq_.busy = true;
+          co_return nullptr;
+        }
+        nFull = 0;
+        continue;
+      }
+      if (!takeSlot(backend, *server)) {
+        if (nFull < full.size()) full[nFull++] = server->id;
+        else {
+          rq_.busy = true;
+          co_return nullptr;
+        }
+        continue;
+      }
       setCookie_ = std::move(pick.setCookie);
       // Keep the current connection when it already goes to this server.
       if (sc_ && sc_->serverId == server->id && !freshOnly) {
@@ -520,16 +690,20 @@ class HttpSession final : public Session, private RequestView {
           co_return server;
         }
       }
-      if (attempt > 0) WorkerMetrics::inc(worker_.metrics().connectRetries);
       sc_ = std::make_unique<ServerConn>(worker_.io());
       sc_->buf = worker_.takeBuffer();
       sc_->serverId = server->id;
       sc_->backendId = backend.id;
       phase_ = Phase::Connect;
       timedOut_ = false;
-      arm(cfg.timeouts.connect);
+      arm(rq_.connectTimeout);
       WorkerMetrics::inc(worker_.metrics().serverConnects);
       ErrorCode ec = co_await connectTo(sc_->sock, server->address);
+      bool tlsFailed = false;
+      if (!ec && backend.config && backend.config->tls) {
+        tlsFailed = !co_await handshakeServer(*sc_, *server, backend, true, cfg);
+        if (tlsFailed) ec = asio::error::connection_refused;
+      }
       if (!ec) {
         if (server->stats) server->stats->connections.fetch_add(1, std::memory_order_relaxed);
         noteServer(*server);
@@ -538,14 +712,25 @@ class HttpSession final : public Session, private RequestView {
       WorkerMetrics::inc(worker_.metrics().connectFailures);
       if (server->stats) server->stats->connectFailures.fetch_add(1, std::memory_order_relaxed);
       worker_.report(backend, *server, Outcome::ConnectFailure);
-      HALB_LOG_EVERY(Warn, "http", 1s)
-          << "connect to " << server->address.toString()
-          << " failed: " << (timedOut_ ? std::string("timeout") : ec.message());
+      if (!tlsFailed) {
+        HALB_LOG_EVERY(Warn, "http", 1s)
+            << "connect to " << server->address.toString()
+            << " failed: " << (timedOut_ ? std::string("timeout") : ec.message());
+      }
       timedOut_ = false;
       releaseServer(false);
-      if (nTried < tried.size()) tried[nTried++] = server->id;
+      releaseSlot();
+      if (rq_.nFailed < rq_.failed.size()) rq_.failed[rq_.nFailed++] = server->id;
+      AttemptInfo a{AttemptFailure::ConnectFailure, 0, rq_.method, rq_.hasBody, rq_.retries};
+      if (!retryAllowed(*rq_.retry, a)) co_return nullptr;
+      if (!rq_.budget->tryRetry(SteadyClock::now())) {
+        WorkerMetrics::inc(worker_.metrics().retriesDenied);
+        co_return nullptr;
+      }
+      ++rq_.retries;
+      WorkerMetrics::inc(worker_.metrics().retries);
+      WorkerMetrics::inc(worker_.metrics().connectRetries);
     }
-    co_return nullptr;
   }
 
   void noteServer(const ServerView& s) {
@@ -570,9 +755,10 @@ class HttpSession final : public Session, private RequestView {
   // Reads the server's response head into sc_->buf. Interim 1xx responses (but 101) are
   // forwarded to the client as they come.
   // Incomplete = the server closed or failed before sending anything of a head.
-  asio::awaitable<ParseStatus> readResponseHead(const config::Config& cfg) {
+  asio::awaitable<ParseStatus> readResponseHead(Duration timeout) {
+    const config::Config& cfg = worker_.config();
     phase_ = Phase::ServerResponse;
-    arm(cfg.timeouts.serverResponse);
+    arm(timeout);
     timedOut_ = false;
     resp_.reset();
     bool any = false;
@@ -590,8 +776,7 @@ class HttpSession final : public Session, private RequestView {
           // Interim response: pass it on and wait for the final one.
           std::string_view head = sc_->buf.view().substr(0, resp_.headLength());
           beforeClientWrite();
-          auto [ec, n] = co_await asio::async_write(client_, asio::buffer(head.data(), head.size()),
-                                                    kUseTuple);
+          auto [ec, n] = co_await clientIo().write(asio::buffer(head.data(), head.size()));
           if (ec) co_return ParseStatus::Error;
           sc_->buf.consume(resp_.headLength());
           resp_.reset();
@@ -599,8 +784,8 @@ class HttpSession final : public Session, private RequestView {
         }
       }
       if (!sc_->buf.ensureWritable(headLimit(cfg))) co_return ParseStatus::Error;
-      auto [ec, n] = co_await sc_->sock.async_read_some(
-          asio::buffer(sc_->buf.writePtr(), sc_->buf.writable()), kUseTuple);
+      auto [ec, n] =
+          co_await sc_->io().readSome(asio::buffer(sc_->buf.writePtr(), sc_->buf.writable()));
       if (ec) co_return any ? ParseStatus::Error : ParseStatus::Incomplete;
       any = true;
       sc_->buf.commit(n);
@@ -609,7 +794,7 @@ class HttpSession final : public Session, private RequestView {
 
   // Forwards one message body from `src` (whose unread bytes are in `buf`) to `dst`;
   // `prefix` (a head not yet sent) goes out in the same writev as the first body bytes.
-  asio::awaitable<BodyResult> forwardBody(tcp::socket& src, Buffer& buf, tcp::socket& dst,
+  asio::awaitable<BodyResult> forwardBody(StreamIo src, Buffer& buf, StreamIo dst,
                                           BodyKind kind, uint64_t& remaining,
                                           http::ChunkedFramer& framer, Duration timeout,
                                           std::string& prefix, bool toServer) {
@@ -641,7 +826,7 @@ class HttpSession final : public Session, private RequestView {
             asio::buffer(prefix.data(), prefixPending ? prefix.size() : 0),
             asio::buffer(buf.data(), take)};
         if (!toServer) beforeClientWrite();
-        auto [ec, n] = co_await asio::async_write(dst, bufs, kUseTuple);
+        auto [ec, n] = co_await dst.write(bufs);
         if (ec) co_return timedOut_ ? BodyResult::Timeout : BodyResult::DstError;
         if (!toServer) {
           bytesOut_ += n;
@@ -653,11 +838,11 @@ class HttpSession final : public Session, private RequestView {
       if (done) co_return BodyResult::Ok;
       if (!buf.ensureWritable(buf.capacity())) buf.compact();
       arm(timeout);
-      auto [ec, n] =
-          co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
+      auto [ec, n] = co_await src.readSome(asio::buffer(buf.writePtr(), buf.writable()));
       if (ec) {
         if (timedOut_) co_return BodyResult::Timeout;
-        if (ec == asio::error::eof)
+        // A TLS server that closes without close_notify ends a read-until-close body too.
+        if (ec == asio::error::eof || (ec == asio::ssl::error::stream_truncated && !toServer))
           co_return kind == BodyKind::UntilClose ? BodyResult::Ok : BodyResult::SrcClosed;
         co_return BodyResult::SrcError;
       }
@@ -680,21 +865,19 @@ class HttpSession final : public Session, private RequestView {
       std::array<asio::const_buffer, 2> bufs{asio::buffer(out_),
                                              asio::buffer(sc_->buf.data(), sc_->buf.size())};
       beforeClientWrite();
-      auto [ec, n] = co_await asio::async_write(client_, bufs, kUseTuple);
+      auto [ec, n] = co_await clientIo().write(bufs);
       if (ec) co_return;
       sc_->buf.clear();
       beforeClientWrite();  // the tunnel writes small frames
     }
-    co_await (pumpTunnel(client_, cbuf_, sc_->sock, true) &&
-              pumpTunnel(sc_->sock, sc_->buf, client_, false));
+    co_await (pumpTunnel(clientIo(), cbuf_, sc_->io(), true) &&
+              pumpTunnel(sc_->io(), sc_->buf, clientIo(), false));
   }
 
-  asio::awaitable<void> pumpTunnel(tcp::socket& src, Buffer& buf, tcp::socket& dst,
-                                   bool fromClient) {
+  asio::awaitable<void> pumpTunnel(StreamIo src, Buffer& buf, StreamIo dst, bool fromClient) {
     for (;;) {
       if (!buf.empty()) {
-        auto [ec, n] =
-            co_await asio::async_write(dst, asio::buffer(buf.data(), buf.size()), kUseTuple);
+        auto [ec, n] = co_await dst.write(asio::buffer(buf.data(), buf.size()));
         if (ec) break;
         if (fromClient)
           bytesIn_ += n;
@@ -704,13 +887,8 @@ class HttpSession final : public Session, private RequestView {
         }
         buf.clear();
       }
-      auto [ec, n] =
-          co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
-      if (ec == asio::error::eof) {
-        ErrorCode sec;
-        dst.shutdown(tcp::socket::shutdown_send, sec);
-        co_return;
-      }
+      auto [ec, n] = co_await src.readSome(asio::buffer(buf.writePtr(), buf.writable()));
+      if (ec == asio::error::eof && dst.shutdownSend()) co_return;  // half-close passed on
       if (ec) break;
       buf.commit(n);
       arm(tunnelIdle_);
@@ -746,7 +924,8 @@ class HttpSession final : public Session, private RequestView {
     // A new X-Forwarded-For line is equivalent to appending to the list (RFC 9110 §5.3).
     out_.append("X-Forwarded-For: "sv);
     out_.append(clientIp_);
-    out_.append("\r\nX-Forwarded-Proto: http\r\nForwarded: for="sv);
+    out_.append(clientTls() ? "\r\nX-Forwarded-Proto: https\r\nForwarded: for="sv
+                            : "\r\nX-Forwarded-Proto: http\r\nForwarded: for="sv);
     if (clientAddr_.ip.isV6()) {
       out_.append("\"[");
       out_.append(clientIp_);
@@ -754,11 +933,11 @@ class HttpSession final : public Session, private RequestView {
     } else {
       out_.append(clientIp_);
     }
-    out_.append(";proto=http\r\n\r\n"sv);
+    out_.append(clientTls() ? ";proto=https\r\n\r\n"sv : ";proto=http\r\n\r\n"sv);
   }
 
   void buildResponseHead(std::string_view base, bool closeAfter, bool upgrade,
-                         std::string_view cookieName = {}) {
+                         std::string_view cookieName = {}, std::string_view pinBackend = {}) {
     out_.clear();
     const http::Span sl = resp_.startLine();
     out_.append(base.substr(sl.off, sl.len));
@@ -783,7 +962,12 @@ class HttpSession final : public Session, private RequestView {
     }
     if (!setCookie_.empty() && !cookieName.empty()) {
       out_.append("Set-Cookie: "sv);
-      out_.append(StickyCookie::setCookieHeader(cookieName, setCookie_, false));
+      out_.append(StickyCookie::setCookieHeader(cookieName, setCookie_, clientTls()));
+      out_.append("\r\n"sv);
+    }
+    if (pinRoute_ && !pinBackend.empty()) {
+      out_.append("Set-Cookie: "sv);
+      out_.append(pinCookieHeader(pinRoute_->pin.name, pinBackend, clientTls()));
       out_.append("\r\n"sv);
     }
     out_.append("\r\n"sv);
@@ -807,16 +991,22 @@ class HttpSession final : public Session, private RequestView {
 
   // Sends a canned error (with Connection: close), then closes without losing it to an RST:
   // half-close, and read what the client still sends for a short while (lingering close).
-  asio::awaitable<void> sendErrorAndClose(int status) {
+  asio::awaitable<void> sendErrorAndClose(int status, bool busy = false) {
     countResponse(status);
     phase_ = Phase::Closing;
     timedOut_ = false;
     arm(kErrorLinger);
-    const std::string& r = errorResponse(status);
-    auto [ec, n] = co_await asio::async_write(client_, asio::buffer(r), kUseTuple);
+    const std::string& r = errorResponse(busy && status == 503 ? 5031 : status);
+    auto [ec, n] = co_await clientIo().write(asio::buffer(r));
+    clientGone_ = true;  // closed here: run() has nothing more to say
     if (ec) co_return;
     bytesOut_ += n;
     worker_.metrics().addBytesOut(n);
+    if (clientTls()) {
+      // close_notify, then the client's: the TLS form of a lingering close.
+      co_await shutdownClientTls(kErrorLinger);
+      co_return;
+    }
     ErrorCode sec;
     client_.shutdown(tcp::socket::shutdown_send, sec);
     size_t drained = 0;
@@ -844,6 +1034,27 @@ class HttpSession final : public Session, private RequestView {
   std::string clientIp_;
   std::string hostLower_;
   std::string setCookie_;     // cookie stickiness: value to set on this response
+  const config::Route* pinRoute_ = nullptr;  // split pinned by cookie: set it on this response
+  // What governs the current request's attempts.
+  struct RequestPolicy {
+    const config::RetryPolicy* retry = nullptr;
+    RetryBudget* budget = nullptr;
+    std::string method;
+    bool hasBody = false;
+    Duration connectTimeout{};
+    uint32_t retries = 0;
+    std::array<uint64_t, 8> failed{};  // servers that failed this request
+    size_t nFailed = 0;
+    bool busy = false;  // no server: all were at their max_connections
+  } rq_;
+  bool clientGone_ = false;  // the client closed or failed: no TLS goodbye
+  struct PendingMirror {
+    std::string copy;
+    FrontendRoutesPtr routes;
+    RouteState* state = nullptr;
+    const config::Route* route = nullptr;
+    Duration connectTimeout{}, responseTimeout{};
+  } mirror_;
   std::string_view reqBase_;  // the request head, for RequestView (see handleRequest)
   std::string_view path_;
   Phase phase_ = Phase::Head;

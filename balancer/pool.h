@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "balancer/admission.h"
 #include "common/net.h"
 #include "common/time.h"
 #include "config/config.h"
@@ -33,6 +34,9 @@ struct ServerStats {
   // Connect failures or 5xx in a row, across all workers; reset by a success. Maintained by
   // OutcomeSink::report (passive outlier detection), not by the data plane directly.
   std::atomic<uint32_t> consecutiveFailures{0};
+  // Slots taken under the server's max_connections (requests in flight, tcp connections),
+  // over all workers; only used when a limit is set.
+  SlotCounter admitted;
 };
 
 enum class AdminState : uint8_t { Ready, Drain, Maint };

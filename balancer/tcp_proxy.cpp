@@ -32,6 +32,8 @@ namespace {
 constexpr size_t kSpliceChunk = 1 << 20;  // per splice call; the pipe bounds it anyway
 constexpr int kPipeSize = 1 << 20;        // F_SETPIPE_SZ: fewer wake-ups on bulk transfers
 constexpr size_t kMaxTries = 8;
+constexpr size_t kMaxFull = 64;          // servers skipped for being at their limit
+constexpr Duration kTlsLinger = 1s;      // waiting for the client's close_notify
 
 struct Pipe {
   int r = -1, w = -1;
@@ -66,7 +68,15 @@ class TcpSession final : public Session {
     ErrorCode ec;
     client_.non_blocking(true, ec);
     setNoDelay(client_);
-    if (co_await connectServer(cfg, fe)) co_await proxyLoop(cfg);
+    phase_ = Phase::Handshake;
+    if (co_await handshakeClient(cfg)) {
+      if (co_await connectServer(cfg, fe)) co_await proxyLoop(cfg);
+      if (clientTls() && !closed_ && cleanEnd_) {
+        phase_ = Phase::Proxy;  // a timeout closes everything
+        co_await shutdownClientTls(kTlsLinger);
+      }
+    }
+    releaseSlot();
     closeAll(false);
     if (stats_) {
       stats_->active.fetch_sub(1, std::memory_order_relaxed);
@@ -86,6 +96,11 @@ class TcpSession final : public Session {
   }
 
   void onTimeout() override {
+    if (phase_ == Phase::Handshake) {
+      ErrorCode ec;
+      client_.cancel(ec);
+      return;
+    }
     if (phase_ == Phase::Connect) {
       ErrorCode ec;
       server_.close(ec);  // the pending connect completes with operation_aborted
@@ -94,10 +109,13 @@ class TcpSession final : public Session {
     closeAll(true);
   }
   void drain() override {}  // a byte stream has no request boundary: wait for the drain timeout
-  void abort() override { closeAll(true); }
+  void abort() override {
+    closeAll(true);
+    if (slotWaiting_ && slotTimer_) slotTimer_->cancel();
+  }
 
  private:
-  enum class Phase : uint8_t { Connect, Proxy };
+  enum class Phase : uint8_t { Handshake, Connect, Proxy };
 
   asio::awaitable<bool> connectServer(const config::Config& cfg, const config::Frontend& fe) {
     SnapshotRef pin = worker_.pinPools();  // backend/server pointers live across the connect
@@ -109,23 +127,74 @@ class TcpSession final : public Session {
       co_return false;
     }
     backendId_ = backend->id;
+    RetryBudget& budget = worker_.retryBudget(*backend);
+    budget.onRequest(SteadyClock::now());
+    std::array<uint64_t, kMaxTries + kMaxFull> exclude{};
     std::array<uint64_t, kMaxTries> tried{};
-    size_t nTried = 0;
+    std::array<uint64_t, kMaxFull> full{};
+    size_t nTried = 0, nFull = 0;
+    bool queued = false;
+    TimePoint queueDeadline{};
     const size_t maxTries = std::min<size_t>(kMaxTries, cfg.limits.connectRetries + 1);
-    for (size_t attempt = 0; attempt < maxTries; ++attempt) {
+    for (size_t attempt = 0; attempt < maxTries;) {
       // Stickiness by source (the only key an L4 proxy has), else the algorithm with the
-      // client address as hash key (source_hash, maglev); a retry excludes what failed.
+      // client address as hash key (source_hash, maglev); a retry excludes what failed, and
+      // servers at their max_connections are skipped.
+      size_t n = 0;
+      for (size_t i = 0; i < nTried; ++i) exclude[n++] = tried[i];
+      for (size_t i = 0; i < nFull; ++i) exclude[n++] = full[i];
       PickContext ctx;
       ctx.clientAddress = &clientAddr_.ip;
-      ctx.exclude = std::span<const uint64_t>(tried.data(), nTried);
+      ctx.exclude = std::span<const uint64_t>(exclude.data(), n);
       const ServerView* server = worker_.pick(*backend, ctx, nullptr).server;
-      if (server == nullptr) break;
-      if (attempt > 0) WorkerMetrics::inc(worker_.metrics().connectRetries);
+      if (server == nullptr) {
+        if (nFull == 0) break;
+        // Every usable server is full: wait in the backend's queue (queue.timeout in all).
+        if (!queued) queueDeadline = SteadyClock::now() + backend->config->queue.timeout;
+        queued = true;
+        disarm();
+        if (!co_await waitForSlot(*backend, queueDeadline)) break;
+        nFull = 0;
+        continue;
+      }
+      if (!takeSlot(*backend, *server)) {
+        if (nFull < full.size()) {
+          full[nFull++] = server->id;
+          continue;
+        }
+        break;
+      }
+      if (attempt > 0) {
+        if (!budget.tryRetry(SteadyClock::now())) {
+          WorkerMetrics::inc(worker_.metrics().retriesDenied);
+          break;
+        }
+        WorkerMetrics::inc(worker_.metrics().connectRetries);
+        WorkerMetrics::inc(worker_.metrics().retries);
+      }
+      ++attempt;
       phase_ = Phase::Connect;
       timedOut_ = false;
       arm(cfg.timeouts.connect);
       WorkerMetrics::inc(worker_.metrics().serverConnects);
       ErrorCode ec = co_await connectTo(server_, server->address);
+      // PROXY v2 goes first on the connection, before any TLS (what servers that accept
+      // both expect, as with HAProxy's send-proxy-v2 + ssl).
+      if (!ec && backend->config && backend->config->proxyProtocol == config::ProxyProtocol::V2) {
+        ProxyV2Header hdr;
+        size_t len = encodeProxyV2(clientAddr_, frontendAddress(), hdr);
+        auto [wec, n] =
+            co_await asio::async_write(server_, asio::buffer(hdr.data(), len), kUseTuple);
+        ec = wec;
+      }
+      bool tlsFailed = false;
+      if (!ec && backend->config && backend->config->tls) {
+        tlsFailed = !co_await handshakeServer(server_, serverTls_, *server, *backend, false, cfg);
+        if (tlsFailed) {
+          serverTls_.reset();
+          ec = asio::error::connection_refused;
+        }
+      }
       disarm();
       if (!ec) {
         serverId_ = server->id;
@@ -140,17 +209,9 @@ class TcpSession final : public Session {
           stats_->connections.fetch_add(1, std::memory_order_relaxed);
         }
         worker_.report(*backend, *server, Outcome::Success);
-        if (backend->config && backend->config->proxyProtocol == config::ProxyProtocol::V2) {
-          ProxyV2Header hdr;
-          size_t len = encodeProxyV2(clientAddr_, frontendAddress(), hdr);
-          arm(cfg.timeouts.connect);
-          auto [wec, n] =
-              co_await asio::async_write(server_, asio::buffer(hdr.data(), len), kUseTuple);
-          disarm();
-          if (wec) co_return false;
-        }
         co_return true;
       }
+      releaseSlot();
       WorkerMetrics::inc(worker_.metrics().connectFailures);
       if (server->stats) server->stats->connectFailures.fetch_add(1, std::memory_order_relaxed);
       worker_.report(*backend, *server, Outcome::ConnectFailure);
@@ -167,13 +228,15 @@ class TcpSession final : public Session {
     phase_ = Phase::Proxy;
     idle_ = cfg.timeouts.clientIdle;
     arm(idle_);
-    if (up_.open() && down_.open()) {
+    // TLS on either side: the bytes must pass through user space to be (de)crypted.
+    const bool tls = clientTls() || serverTls_;
+    if (!tls && up_.open() && down_.open()) {
       co_await (splicePump(client_, server_, up_, bytesIn_, true) &&
                 splicePump(server_, client_, down_, bytesOut_, false));
     } else {
-      // No pipes (fd limit): plain copies through user space.
-      co_await (copyPump(client_, server_, bytesIn_, true) &&
-                copyPump(server_, client_, bytesOut_, false));
+      // TLS, or no pipes (fd limit): copies through a buffer.
+      co_await (copyPump(clientIo(), serverIo(), bytesIn_, true) &&
+                copyPump(serverIo(), clientIo(), bytesOut_, false));
     }
     disarm();
   }
@@ -220,19 +283,25 @@ class TcpSession final : public Session {
     }
   }
 
-  // Buffered copy for streams splice cannot serve (no pipes left; TLS later): any pair of
-  // Asio stream types.
-  template <class SrcStream, class DstStream>
-  asio::awaitable<void> copyPump(SrcStream& src, DstStream& dst, uint64_t& counter,
-                                 bool fromClient) {
+  StreamIo serverIo() { return {&server_, serverTls_.get()}; }
+
+  // Buffered copy for streams splice cannot serve (TLS; no pipes left). An end of stream is
+  // passed on as a half-close where both sides are plain TCP; TLS cannot half-close here, so
+  // there the first end of stream ends both directions (with a close_notify to a TLS client
+  // when the server ended).
+  asio::awaitable<void> copyPump(StreamIo src, StreamIo dst, uint64_t& counter, bool fromClient) {
     Buffer buf = worker_.takeBuffer();
     for (;;) {
-      auto [ec, n] =
-          co_await src.async_read_some(asio::buffer(buf.writePtr(), buf.writable()), kUseTuple);
-      if (closed_) break;
-      if (ec == asio::error::eof) {
-        ErrorCode sec;
-        dst.shutdown(tcp::socket::shutdown_send, sec);
+      if (closed_ || ending_) break;
+      auto [ec, n] = co_await src.readSome(asio::buffer(buf.writePtr(), buf.writable()));
+      if (closed_ || ending_) break;
+      if (ec == asio::error::eof || (src.tls && ec == asio::ssl::error::stream_truncated)) {
+        if (!dst.shutdownSend() || src.tls) {
+          ending_ = true;
+          cleanEnd_ = !fromClient;
+          ErrorCode cec;
+          (fromClient ? server_ : client_).cancel(cec);  // the other direction stops
+        }
         break;
       }
       if (ec) {
@@ -240,7 +309,7 @@ class TcpSession final : public Session {
         break;
       }
       arm(idle_);
-      auto [wec, m] = co_await asio::async_write(dst, asio::buffer(buf.writePtr(), n), kUseTuple);
+      auto [wec, m] = co_await dst.write(asio::buffer(buf.writePtr(), n));
       if (wec || closed_) {
         closeAll(true);
         break;
@@ -264,6 +333,9 @@ class TcpSession final : public Session {
     if (closed_) return;
     closed_ = true;
     ErrorCode ec;
+    // A clean end keeps the server's TLS session resumable (see ServerConn::~ServerConn).
+    if (!reset && serverTls_)
+      SSL_set_shutdown(serverTls_->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     for (tcp::socket* s : {&client_, &server_}) {
       if (!s->is_open()) continue;
       if (reset) s->set_option(asio::socket_base::linger(true, 0), ec);
@@ -272,6 +344,9 @@ class TcpSession final : public Session {
   }
 
   tcp::socket server_;
+  std::unique_ptr<TlsStream> serverTls_;  // on server_ when the backend has `tls:`
+  bool ending_ = false;    // TLS: one side ended, the other direction is being stopped
+  bool cleanEnd_ = false;  // the server ended the stream (a TLS client gets close_notify)
   Pipe up_, down_;
   Phase phase_ = Phase::Connect;
   Duration idle_{};

@@ -3,9 +3,14 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
+#include <bit>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <cstring>
 
 #include "common/log.h"
@@ -27,8 +32,33 @@ constexpr Duration kTrustIdle = 1s;  // see takeIdle()
 constexpr size_t kMaxFreeBuffers = 1024;
 constexpr Duration kAcceptBackoffMin = 10ms;
 constexpr Duration kAcceptBackoffMax = 1s;
+// A mirror's response is read and thrown away up to this much, then the connection is cut.
+constexpr size_t kMirrorDiscardMax = 16u << 20;
+
+// Errors that are a client going away, not worth a log line.
+bool isDisconnect(const ErrorCode& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted ||
+         ec == asio::ssl::error::stream_truncated;
+}
 
 }  // namespace
+
+ServerConn::~ServerConn() {
+  // A connection closed between messages keeps its TLS session resumable (OpenSSL otherwise
+  // treats a close without close_notify as a reason to forget the session).
+  if (tls && clean) SSL_set_shutdown(tls->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
+// ---------------------------------------------------------------------------------------
+// EngineShared
+
+BackendGate& EngineShared::gate(uint64_t backendId) {
+  std::lock_guard lock(gatesMu_);
+  auto& g = gates_[backendId];
+  if (!g) g = std::make_unique<BackendGate>();
+  return *g;
+}
 
 // ---------------------------------------------------------------------------------------
 // Buffer
@@ -112,6 +142,7 @@ Session::Session(Worker& worker, tcp::socket client, const SocketAddress& client
 }
 
 Session::~Session() {
+  releaseSlot();
   auto& m = worker_.metrics().activeConnections;
   m.store(m.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   worker_.remove(this);
@@ -180,6 +211,117 @@ void Session::stopWatchdog() {
   timer_.cancel();
 }
 
+asio::awaitable<bool> Session::handshakeClient(const config::Config& cfg) {
+  const config::Frontend& fe = *worker_.shared().frontends[frontendIndex_].cfg;
+  if (!fe.tls) co_return true;
+  const ServerTls* st = worker_.frontendTls(frontendIndex_);
+  SSL* ssl = st ? st->newSsl() : nullptr;
+  if (!ssl) {
+    WorkerMetrics::inc(worker_.metrics().tlsFailures);
+    HALB_LOG_EVERY(Error, "tls", 10s) << "frontend " << fe.name << ": no TLS context, refusing";
+    co_return false;
+  }
+  clientTls_ = std::make_unique<TlsStream>(client_, ssl);
+  timedOut_ = false;
+  arm(cfg.timeouts.tlsHandshake);
+  auto [ec] = co_await clientTls_->async_handshake(asio::ssl::stream_base::server, kUseTuple);
+  if (ec) {
+    WorkerMetrics::inc(worker_.metrics().tlsFailures);
+    if (!isDisconnect(ec) && !timedOut_) {
+      HALB_LOG_EVERY(Info, "tls", 1s) << "handshake with " << clientAddr_.toString()
+                                      << " failed: " << ec.message();
+    }
+    co_return false;
+  }
+  WorkerMetrics::inc(worker_.metrics().tlsHandshakes);
+  if (sessionResumed(ssl)) WorkerMetrics::inc(worker_.metrics().tlsResumed);
+  co_return true;
+}
+
+asio::awaitable<void> Session::shutdownClientTls(Duration linger) {
+  if (!clientTls_ || !client_.is_open()) co_return;
+  timedOut_ = false;
+  arm(linger);
+  co_await clientTls_->async_shutdown(kUseTuple);
+}
+
+asio::awaitable<bool> Session::handshakeServer(tcp::socket& sock, std::unique_ptr<TlsStream>& tls,
+                                               const ServerView& server,
+                                               const BackendView& backend, bool alpnHttp,
+                                               const config::Config& cfg) {
+  const ClientTls* ct = worker_.backendTls(backend.id);
+  SSL* ssl = ct ? ct->newSsl(server.id, server.address, alpnHttp) : nullptr;
+  if (!ssl) {
+    WorkerMetrics::inc(worker_.metrics().backendTlsFailures);
+    HALB_LOG_EVERY(Error, "tls", 10s)
+        << "backend " << (backend.config ? backend.config->name : std::string("?"))
+        << ": no TLS context for its servers";
+    co_return false;
+  }
+  tls = std::make_unique<TlsStream>(sock, ssl);
+  arm(cfg.timeouts.tlsHandshake);
+  auto [ec] = co_await tls->async_handshake(asio::ssl::stream_base::client, kUseTuple);
+  if (ec) {
+    WorkerMetrics::inc(worker_.metrics().backendTlsFailures);
+    std::string why = ClientTls::verifyError(ssl);
+    HALB_LOG_EVERY(Warn, "tls", 1s) << "TLS to " << server.address.toString() << " failed: "
+                                    << (why.empty() ? ec.message() : "certificate: " + why);
+    co_return false;
+  }
+  WorkerMetrics::inc(worker_.metrics().backendTlsHandshakes);
+  if (sessionResumed(ssl)) WorkerMetrics::inc(worker_.metrics().backendTlsResumed);
+  co_return true;
+}
+
+bool Session::takeSlot(const BackendView& backend, const ServerView& server) {
+  const uint32_t limit =
+      backend.config && server.config ? backend.config->limitOf(*server.config) : 0;
+  if (limit == 0 || !server.stats) return true;
+  releaseSlot();
+  if (!server.stats->admitted.tryAcquire(limit)) return false;
+  slotStats_ = server.stats;
+  slotBackend_ = backend.id;
+  return true;
+}
+
+void Session::releaseSlot() {
+  if (!slotStats_) return;
+  slotStats_->admitted.release();
+  slotStats_.reset();
+  worker_.slotFreed(slotBackend_);
+}
+
+asio::awaitable<bool> Session::waitForSlot(const BackendView& backend, TimePoint deadline) {
+  const uint32_t size = backend.config ? backend.config->queue.size : 0;
+  BackendGate& g = worker_.gate(backend.id);
+  if (size == 0 || !g.queued.tryAcquire(size)) {
+    WorkerMetrics::inc(worker_.metrics().queueFull);
+    co_return false;
+  }
+  const bool again = slotWoken_;  // woken before and lost the race: keep the head of the line
+  if (!again) WorkerMetrics::inc(worker_.metrics().queued);
+  if (!slotTimer_) slotTimer_ = std::make_unique<asio::steady_timer>(worker_.io());
+  slotWoken_ = false;
+  slotWaiting_ = true;
+  worker_.addWaiter(backend.id, this, deadline, again);
+  slotTimer_->expires_at(deadline);
+  co_await slotTimer_->async_wait(kUseTuple);
+  slotWaiting_ = false;
+  worker_.removeWaiter(backend.id, this);
+  g.queued.release();
+  if (slotWoken_) {
+    WorkerMetrics::inc(worker_.metrics().queueServed);
+    co_return true;
+  }
+  WorkerMetrics::inc(worker_.metrics().queueTimeouts);
+  co_return false;
+}
+
+void Session::wakeSlotWait() {
+  slotWoken_ = true;
+  if (slotTimer_) slotTimer_->cancel();
+}
+
 // ---------------------------------------------------------------------------------------
 // ConnTable
 
@@ -209,8 +351,10 @@ Worker::Worker(EngineShared& shared, uint32_t index, PoolSnapshotPtr pools,
       listenerFds_(std::move(listeners)),
       changes_(shared.config->statesync.queueSize) {
   cookies_ = shared.cookies;
+  tls_ = shared.tls;
   emit_ = [this](repl::Change&& c) { changes_.push(std::move(c)); };
   applyPools(std::move(pools));
+  applyRoutes(shared.config);
   for (const ListenerFd& l : listenerFds_) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -263,6 +407,236 @@ void Worker::postPools(PoolSnapshotPtr pools) {
 
 void Worker::postCookies(std::shared_ptr<const CookieCodecs> cookies) {
   asio::post(io_, [this, c = std::move(cookies)]() mutable { cookies_ = std::move(c); });
+}
+
+void Worker::postTls(TlsContextsPtr tls) {
+  asio::post(io_, [this, t = std::move(tls)]() mutable { tls_ = std::move(t); });
+}
+
+void Worker::postRoutes(config::ConfigPtr config) {
+  asio::post(io_, [this, c = std::move(config)] { applyRoutes(c); });
+}
+
+void Worker::postWake(uint64_t backendId, uint32_t hops) {
+  asio::post(io_, [this, backendId, hops] {
+    if (wakeOne(backendId)) return;
+    // Our waiters timed out meanwhile: pass the wake on to another worker with waiters.
+    if (hops >= shared_.workerCount) return;
+    BackendGate& g = gate(backendId);
+    uint64_t mask = g.waitingWorkers.load(std::memory_order_acquire);
+    if (index_ < 64) mask &= ~(uint64_t{1} << index_);
+    if (mask == 0) return;
+    shared_.workers[static_cast<size_t>(std::countr_zero(mask))]->postWake(backendId, hops + 1);
+  });
+}
+
+void Worker::applyRoutes(const config::ConfigPtr& config) {
+  routes_.resize(shared_.frontends.size());
+  for (size_t i = 0; i < shared_.frontends.size(); ++i) {
+    const config::Frontend* fe = config ? config->findFrontend(shared_.frontends[i].cfg->name) : nullptr;
+    if (!fe) {
+      if (routes_[i]) continue;  // a frontend the new configuration lacks keeps its routes
+      fe = shared_.frontends[i].cfg;
+    }
+    auto fr = std::make_shared<FrontendRoutes>();
+    fr->config = fe == shared_.frontends[i].cfg ? shared_.config : config;
+    fr->frontend = fe;
+    if (fe->mode == config::Mode::Http && shared_.makeRouter && !fe->routes.empty())
+      fr->route = shared_.makeRouter(*fe);
+    for (const config::Route& r : fe->routes) fr->states.push_back(std::make_unique<RouteState>(r));
+    fr->defaultRetry.attempts = fr->config->limits.connectRetries;
+    routes_[i] = std::move(fr);
+  }
+}
+
+RetryBudget& Worker::retryBudget(const BackendView& backend) {
+  auto& e = budgets_[backend.id];
+  if (!e.second || e.first != backend.config) {
+    e.first = backend.config;
+    e.second = std::make_unique<RetryBudget>(
+        backend.config ? backend.config->retryBudget : config::RetryBudget{}, shared_.workerCount);
+  }
+  return *e.second;
+}
+
+BackendGate& Worker::gate(uint64_t backendId) {
+  auto it = gates_.find(backendId);
+  if (it != gates_.end()) return *it->second;
+  BackendGate& g = shared_.gate(backendId);
+  gates_.emplace(backendId, &g);
+  return g;
+}
+
+void Worker::addWaiter(uint64_t backendId, Session* s, TimePoint deadline, bool front) {
+  Waiters& w = waiters_[backendId];
+  uint64_t id = ++nextWaiterId_;
+  if (front)
+    w.queue.pushFront(id, deadline);
+  else
+    w.queue.push(id, deadline);
+  w.sessions.emplace(id, s);
+  waiterIds_[s] = id;
+  if (index_ < 64) gate(backendId).waitingWorkers.fetch_or(uint64_t{1} << index_);
+}
+
+void Worker::removeWaiter(uint64_t backendId, Session* s) {
+  auto id = waiterIds_.find(s);
+  if (id == waiterIds_.end()) return;
+  Waiters& w = waiters_[backendId];
+  w.queue.remove(id->second);
+  w.sessions.erase(id->second);
+  waiterIds_.erase(id);
+  if (w.queue.empty() && index_ < 64)
+    gate(backendId).waitingWorkers.fetch_and(~(uint64_t{1} << index_));
+}
+
+bool Worker::wakeOne(uint64_t backendId) {
+  auto it = waiters_.find(backendId);
+  if (it == waiters_.end()) return false;
+  Waiters& w = it->second;
+  while (auto id = w.queue.popFront()) {
+    auto s = w.sessions.find(*id);
+    if (s == w.sessions.end()) continue;
+    Session* session = s->second;
+    w.sessions.erase(s);
+    waiterIds_.erase(session);
+    if (w.queue.empty() && index_ < 64)
+      gate(backendId).waitingWorkers.fetch_and(~(uint64_t{1} << index_));
+    session->wakeSlotWait();
+    return true;
+  }
+  return false;
+}
+
+void Worker::slotFreed(uint64_t backendId) {
+  BackendGate& g = gate(backendId);
+  if (g.queued.value() == 0) return;  // nobody waits anywhere: the common case, one load
+  if (wakeOne(backendId)) return;
+  uint64_t mask = g.waitingWorkers.load(std::memory_order_acquire);
+  if (index_ < 64) mask &= ~(uint64_t{1} << index_);
+  if (mask == 0) return;
+  // Spread wakes over the workers that wait, starting at a rotating position.
+  const uint32_t start = g.nextWake.fetch_add(1, std::memory_order_relaxed) % 64;
+  uint64_t rotated = std::rotr(mask, static_cast<int>(start));
+  size_t target = (static_cast<size_t>(std::countr_zero(rotated)) + start) % 64;
+  if (target < shared_.workers.size()) shared_.workers[target]->postWake(backendId, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Mirrors
+
+// One copy of a request to a shadow backend: its own connection (Connection: close), the
+// answer read and discarded, every step under the route's deadlines. Owned by its coroutine;
+// the worker tracks it so a stop can cut it.
+class MirrorTask : public std::enable_shared_from_this<MirrorTask> {
+ public:
+  MirrorTask(Worker& w, FrontendRoutesPtr routes, RouteState& state, const config::Route& route,
+             std::string request, const IpAddress& client, Duration connectTimeout,
+             Duration responseTimeout)
+      : worker_(w),
+        routes_(std::move(routes)),
+        state_(state),
+        route_(route),
+        request_(std::move(request)),
+        client_(client),
+        connectTimeout_(connectTimeout),
+        responseTimeout_(responseTimeout),
+        conn_(w.io()),
+        timer_(w.io()) {}
+
+  RouteState& state() { return state_; }
+
+  void abort() {
+    aborted_ = true;
+    ErrorCode ec;
+    conn_.sock.close(ec);
+  }
+
+  asio::awaitable<void> run() {
+    ok_ = co_await exchange();
+    timer_.cancel();
+    WorkerMetrics::inc(ok_ ? worker_.metrics().mirrorsSent : worker_.metrics().mirrorsFailed);
+  }
+
+ private:
+  void deadline(Duration d) {
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this()](const ErrorCode& ec) {
+      if (!ec) self->abort();
+    });
+  }
+
+  asio::awaitable<bool> exchange() {
+    SnapshotRef pin = worker_.pinPools();
+    const BackendView* backend = worker_.findBackend(route_.mirror->backend);
+    if (!backend || aborted_) co_return false;
+    PickContext ctx;
+    ctx.clientAddress = &client_;
+    const ServerView* server = worker_.pick(*backend, ctx, nullptr).server;
+    if (!server) co_return false;
+    const config::Config& cfg = worker_.config();
+    deadline(connectTimeout_);
+    ErrorCode ec = co_await connectTo(conn_.sock, server->address);
+    if (ec || aborted_) {
+      if (!aborted_) worker_.report(*backend, *server, Outcome::ConnectFailure);
+      co_return false;
+    }
+    if (backend->config && backend->config->tls) {
+      const ClientTls* ct = worker_.backendTls(backend->id);
+      SSL* ssl = ct ? ct->newSsl(server->id, server->address, true) : nullptr;
+      if (!ssl) co_return false;
+      conn_.tls = std::make_unique<TlsStream>(conn_.sock, ssl);
+      timer_.cancel();
+      deadline(cfg.timeouts.tlsHandshake);
+      auto [hec] = co_await conn_.tls->async_handshake(asio::ssl::stream_base::client, kUseTuple);
+      if (hec) co_return false;
+    }
+    timer_.cancel();
+    deadline(responseTimeout_);
+    auto [wec, n] = co_await conn_.io().write(asio::buffer(request_));
+    if (wec) co_return false;
+    // Read and drop the answer; the server closes after it (Connection: close).
+    char buf[16384];
+    size_t total = 0;
+    for (;;) {
+      auto [rec, m] = co_await conn_.io().readSome(asio::buffer(buf));
+      total += m;
+      if (rec) co_return total > 0 && !aborted_;
+      if (total > kMirrorDiscardMax) co_return true;
+    }
+  }
+
+  Worker& worker_;
+  FrontendRoutesPtr routes_;  // keeps route_ and state_ alive
+  RouteState& state_;
+  const config::Route& route_;
+  std::string request_;
+  IpAddress client_;
+  Duration connectTimeout_, responseTimeout_;
+  ServerConn conn_;
+  asio::steady_timer timer_;
+  bool aborted_ = false;
+  bool ok_ = false;
+};
+
+void Worker::mirror(const FrontendRoutesPtr& routes, RouteState& state, const config::Route& route,
+                    std::string request, const IpAddress& client, Duration connectTimeout,
+                    Duration responseTimeout) {
+  if (!route.mirror || stopping_) return;
+  if (state.mirrorsInFlight >= route.mirror->maxInFlight) {
+    WorkerMetrics::inc(metrics_.mirrorsDropped);
+    return;
+  }
+  auto t = std::make_shared<MirrorTask>(*this, routes, state, route, std::move(request), client,
+                                        connectTimeout, responseTimeout);
+  ++state.mirrorsInFlight;
+  mirrors_.insert(t.get());
+  asio::co_spawn(io_, t->run(), [this, t](std::exception_ptr) { mirrorDone(t.get()); });
+}
+
+void Worker::mirrorDone(MirrorTask* t) {
+  --t->state().mirrorsInFlight;
+  mirrors_.erase(t);
 }
 
 void Worker::postStop(Duration drain) {
@@ -578,6 +952,7 @@ void Worker::beginStop(Duration drain) {
   }
   idle_.clear();
   idleCount_ = 0;
+  for (MirrorTask* m : mirrors_) m->abort();  // copies are never worth waiting for
   if (sessionCount_ == 0) {
     tickTimer_->cancel();
     return;

@@ -122,7 +122,7 @@ struct BackendTls {
 struct RetryBudget {
   uint32_t percent = 20;
   Duration window = 10s;
-  uint32_t minRetries = 10;
+  uint32_t minRetries = 100;  // 10 per second over the default window (as Finagle)
 };
 
 // Requests (http) or connections (tcp) that wait for a server below its max_connections.

@@ -1000,6 +1000,11 @@ void readFrontend(Reader& r, const LoadOptions& opt, MapView m, Frontend& f, con
   if (m.has("tls")) {
     f.tls.emplace();
     readTls(r, opt, m.child("tls"), *f.tls);
+    // A moved TCP connection would arrive mid-TLS-record on a node without the TLS state.
+    if (f.continuity)
+      r.error(m.get("continuity").Mark(), m.join("continuity"),
+              "cannot carry TLS connections (their TLS state is not replicated); turn it off "
+              "on TLS frontends");
   } else {
     m.child("tls").finish();
   }
