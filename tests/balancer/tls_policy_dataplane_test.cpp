@@ -540,8 +540,9 @@ backends:
     ASSERT_EQ(r.status, 200);
     slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t0));
   }
-  // The copies wait on the shadow (5 s response timeout); the answers did not.
-  EXPECT_LT(slowest, 200ms);
+  // The copies wait on the shadow (5 s response timeout); the answers did not (the bound is
+  // loose for a loaded machine: a response held by its copy would take 5 s).
+  EXPECT_LT(slowest, 1s);
   std::string m = metrics(*run);
   EXPECT_TRUE(contains(m, "halb_mirror_total{result=\"dropped\"} 26")) << m;  // 4 in flight
   std::printf("[ measured ] slowest response with a stuck shadow: %lld us\n",
