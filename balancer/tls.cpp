@@ -22,6 +22,16 @@ namespace halb::balancer {
 void TicketKeySet::sort() {
   std::stable_sort(keys_.begin(), keys_.end(),
                    [](const Key& a, const Key& b) { return a.created > b.created; });
+  // Keys made within moments of each other (both nodes rotated at once, or started together)
+  // may sort differently on the two nodes, whose view of a key's birth is off by the transfer
+  // time. Among those the largest name comes first, so both nodes seal with the same key.
+  if (keys_.size() < 2) return;
+  const Duration window = std::min<Duration>(std::chrono::seconds(2), rotation_ / 2);
+  auto end = std::find_if(keys_.begin(), keys_.end(), [&](const Key& k) {
+    return keys_[0].created - k.created > window;
+  });
+  std::sort(keys_.begin(), end,
+            [](const Key& a, const Key& b) { return a.material.name > b.material.name; });
 }
 
 void TicketKeySet::expire(TimePoint now) {
@@ -45,6 +55,7 @@ bool TicketKeySet::rotate(TimePoint now, const Random& random) {
   fill(k.material.hmacKey);
   k.created = now;
   keys_.insert(keys_.begin(), k);
+  sort();
   expire(now);
   return true;
 }
