@@ -656,10 +656,11 @@ class HttpSession final : public Session, private RequestView {
         if (nFull == 0) co_return nullptr;
         // Every usable server is at its limit: wait for a slot (queue.timeout in all).
         if (!queued) queueDeadline = SteadyClock::now() + backend.config->queue.timeout;
-        queued = true;
         phase_ = Phase::Queue;
         disarm();  // the queue's deadline bounds the wait
-        if (!co_await waitForSlot(backend, queueDeadline)) {
+        const bool again = queued;
+        queued = true;
+        if (!co_await waitForSlot(backend, queueDeadline, again)) {
           rq_.busy = true;
           co_return nullptr;
         }

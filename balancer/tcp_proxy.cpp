@@ -151,9 +151,10 @@ class TcpSession final : public Session {
         if (nFull == 0) break;
         // Every usable server is full: wait in the backend's queue (queue.timeout in all).
         if (!queued) queueDeadline = SteadyClock::now() + backend->config->queue.timeout;
-        queued = true;
         disarm();
-        if (!co_await waitForSlot(*backend, queueDeadline)) break;
+        const bool again = queued;
+        queued = true;
+        if (!co_await waitForSlot(*backend, queueDeadline, again)) break;
         nFull = 0;
         continue;
       }

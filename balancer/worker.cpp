@@ -291,14 +291,14 @@ void Session::releaseSlot() {
   worker_.slotFreed(slotBackend_);
 }
 
-asio::awaitable<bool> Session::waitForSlot(const BackendView& backend, TimePoint deadline) {
+asio::awaitable<bool> Session::waitForSlot(const BackendView& backend, TimePoint deadline,
+                                           bool again) {
   const uint32_t size = backend.config ? backend.config->queue.size : 0;
   BackendGate& g = worker_.gate(backend.id);
   if (size == 0 || !g.queued.tryAcquire(size)) {
     WorkerMetrics::inc(worker_.metrics().queueFull);
     co_return false;
   }
-  const bool again = slotWoken_;  // woken before and lost the race: keep the head of the line
   if (!again) WorkerMetrics::inc(worker_.metrics().queued);
   if (!slotTimer_) slotTimer_ = std::make_unique<asio::steady_timer>(worker_.io());
   slotWoken_ = false;

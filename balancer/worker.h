@@ -232,8 +232,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // when the server is unlimited or a slot was taken (and is now held by this session).
   bool takeSlot(const BackendView& backend, const ServerView& server);
   // Waits in the backend's queue until a slot frees somewhere (true: try again) or the queue
-  // is full or its timeout passes (false: answer 503).
-  asio::awaitable<bool> waitForSlot(const BackendView& backend, TimePoint deadline);
+  // is full or its timeout passes (false: answer 503). `again`: this admission waited before
+  // and lost the race for the freed slot; it goes back to the head of the line.
+  asio::awaitable<bool> waitForSlot(const BackendView& backend, TimePoint deadline, bool again);
 
   Worker& worker_;
   tcp::socket client_;

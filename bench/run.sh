@@ -5,9 +5,13 @@
 # request, from /proc/<pid>/stat utime+stime deltas. L4: a sink server and a client pushing
 # GiBs through each proxy, and straight to the sink as the limit; CPU per GiB.
 #
-# usage: bench/run.sh BUILD_DIR [--quick] [--duration SECS] [--rounds N] [--gib N]
+# TLS (halb vs HAProxy, the same ECDSA P-256 certificate made for the run, TLS 1.3): full
+# handshakes/s and resumed handshakes/s (openssl s_time -new / -reuse, one client process)
+# with the proxy's CPU per handshake, and keep-alive requests/s over TLS (wrk over https).
+#
+# usage: bench/run.sh BUILD_DIR [--quick] [--duration SECS] [--rounds N] [--gib N] [--tls-only]
 #   BUILD_DIR holds app/halb and bench/tcp_bulk (a Release build).
-# Whole run < 5 min by default; --quick (CI) is about 1 min.
+# Whole run < 6 min by default; --quick (CI) is about 1.5 min; --tls-only runs the TLS rows.
 set -euo pipefail
 
 build=${1:?usage: bench/run.sh BUILD_DIR [--quick] [--duration S] [--rounds N] [--gib N]}
@@ -17,9 +21,11 @@ rounds=2
 gib=4
 conns_ka=50
 conns_close=20
+tls_only=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) dur=2; rounds=1; gib=1 ;;
+    --tls-only) tls_only=1 ;;
     --duration) dur=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --gib) gib=$2; shift ;;
@@ -51,6 +57,7 @@ base=$((20000 + ($$ % 2000) * 10))
 b1=$base b2=$((base + 1)) sink=$((base + 2))
 declare -A http_port=([halb]=$((base + 3)) [haproxy]=$((base + 4)) [nginx]=$((base + 5)))
 declare -A tcp_port=([halb]=$((base + 6)) [haproxy]=$((base + 7)) [nginx]=$((base + 8)))
+declare -A tls_port=([halb]=$((base + 10)) [haproxy]=$((base + 11)))
 declare -A pid_of
 
 hz=$(getconf CLK_TCK)
@@ -84,6 +91,13 @@ pids+=($!)
 pids+=($!)
 wait_port "$b1"; wait_port "$b2"; wait_port "$sink"
 
+# --- the certificate both TLS frontends serve (made here, deleted with $tmp) ----------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=bench.example -addext subjectAltName=DNS:bench.example \
+  -keyout "$tmp/tls.key" -out "$tmp/tls.pem" >/dev/null 2>&1
+chmod 600 "$tmp/tls.key"
+cat "$tmp/tls.pem" "$tmp/tls.key" >"$tmp/tls-haproxy.pem"
+
 # --- the proxies ---------------------------------------------------------------------------
 cat >"$tmp/halb.yaml" <<EOF
 workers: 1
@@ -92,6 +106,11 @@ admin: { listen: 127.0.0.1:$((base + 9)) }
 frontends:
   - { name: web, mode: http, bind: 127.0.0.1:${http_port[halb]}, default_backend: web }
   - { name: bulk, mode: tcp, bind: 127.0.0.1:${tcp_port[halb]}, default_backend: sink }
+  - name: webs
+    mode: http
+    bind: 127.0.0.1:${tls_port[halb]}
+    default_backend: web
+    tls: { certificates: [{ cert: $tmp/tls.pem, key: $tmp/tls.key }] }
 backends:
   - name: web
     servers:
@@ -129,6 +148,9 @@ listen bulk
   mode tcp
   bind 127.0.0.1:${tcp_port[haproxy]}
   server sink 127.0.0.1:$sink
+frontend webs
+  bind 127.0.0.1:${tls_port[haproxy]} ssl crt $tmp/tls-haproxy.pem alpn http/1.1 ssl-min-ver TLSv1.2
+  default_backend web
 EOF
 /usr/sbin/haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
 pid_of[haproxy]=$!
@@ -161,6 +183,7 @@ pid_of[nginx]=$!
 pids+=($!)
 
 for p in halb haproxy nginx; do wait_port "${http_port[$p]}"; wait_port "${tcp_port[$p]}"; done
+for p in halb haproxy; do wait_port "${tls_port[$p]}"; done
 # halb serves once its first health checks have passed.
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:${http_port[halb]}/" >/dev/null 2>&1 && break
@@ -213,13 +236,65 @@ tcp_run() {
   awk -v s="$secs" -v g="$gib" -v c="$cpu" 'BEGIN { printf "%.3f %s\n", g / s, c }' >>"$tmp/res.$name.tcp"
 }
 
+# tls_handshakes NAME PORT MODE(new|reuse) -> appends "handshakes_per_s cpu_us_per_handshake"
+tls_handshakes() {
+  local name=$1 port=$2 mode=$3
+  local pid=${pid_of[$name]}
+  local c0 c1 t0 t1 n
+  c0=$(cpu_ticks "$pid")
+  t0=$(date +%s.%N)
+  timeout $((dur + 10)) openssl s_time -connect "127.0.0.1:$port" -"$mode" -time "$dur" \
+    >"$tmp/stime.out" 2>&1 || true
+  t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$pid")
+  # "N connections in X real seconds" (s_time counts whole seconds; time it ourselves)
+  n=$(awk '/connections in .* real seconds/ {print $1; exit}' "$tmp/stime.out")
+  awk -v n="${n:-0}" -v t0="$t0" -v t1="$t1" -v d=$((c1 - c0)) -v hz="$hz" 'BEGIN {
+    if (n == 0) { print "0 -"; exit }
+    printf "%.0f %.1f\n", n / (t1 - t0), d / hz * 1e6 / n }' >>"$tmp/res.$name.tls_$mode"
+}
+
+# tls_keepalive NAME PORT -> appends "rps p50 p99 cpu_us" (wrk over https)
+tls_keepalive() {
+  local name=$1 port=$2
+  local pid=${pid_of[$name]}
+  local c0 c1
+  c0=$(cpu_ticks "$pid")
+  wrk -t1 -c"$conns_ka" -d"${dur}s" --latency "https://127.0.0.1:$port/" >"$tmp/wrk.out" 2>&1 || true
+  c1=$(cpu_ticks "$pid")
+  local reqs rps p50 p99
+  reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
+  rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$tmp/wrk.out")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$tmp/wrk.out")")
+  local cpu=$(awk -v d=$((c1 - c0)) -v hz="$hz" -v r="${reqs:-0}" 'BEGIN { if (r == 0) print "-"; else printf "%.1f", d / hz * 1e6 / r }')
+  echo "${rps:-0} ${p50:-0} ${p99:-0} $cpu" >>"$tmp/res.$name.tls_ka"
+}
+
+tls_rows() {
+  local order=("$@")
+  for p in "${order[@]}"; do tls_handshakes "$p" "${tls_port[$p]}" new; done
+  for p in "${order[@]}"; do tls_handshakes "$p" "${tls_port[$p]}" reuse; done
+  for p in "${order[@]}"; do tls_keepalive "$p" "${tls_port[$p]}"; done
+}
+
 proxies=(halb haproxy nginx)
 echo "halb bench: ${dur}s per HTTP run, $rounds round(s), ${gib} GiB per L4 run, wrk -t1 (-c$conns_ka keep-alive, -c$conns_close close)" >&2
 # Warm-up (fills server pools, caches).
 for p in "${proxies[@]}"; do
   wrk -t1 -c"$conns_ka" -d1s "http://127.0.0.1:${http_port[$p]}/" >/dev/null 2>&1 || true
 done
+for p in halb haproxy; do
+  wrk -t1 -c"$conns_ka" -d1s "https://127.0.0.1:${tls_port[$p]}/" >/dev/null 2>&1 || true
+done
 for r in $(seq 1 "$rounds"); do
+  if [[ $tls_only == 1 ]]; then
+    tls_order=(halb haproxy)
+    ((r % 2 == 0)) && tls_order=(haproxy halb)
+    echo "round $r (TLS): ${tls_order[*]}" >&2
+    tls_rows "${tls_order[@]}"
+    continue
+  fi
   # Rotate the order each round so no proxy always runs first (thermal, cache, neighbours).
   order=("${proxies[@]:$(((r - 1) % 3))}" "${proxies[@]:0:$(((r - 1) % 3))}")
   echo "round $r: ${order[*]}" >&2
@@ -228,6 +303,9 @@ for r in $(seq 1 "$rounds"); do
   for p in "${order[@]}"; do http_run "$p" "${http_port[$p]}" "$conns_close" close -H 'Connection: close'; done
   tcp_run direct "$sink"
   for p in "${order[@]}"; do tcp_run "$p" "${tcp_port[$p]}"; done
+  tls_order=(halb haproxy)
+  ((r % 2 == 0)) && tls_order=(haproxy halb)
+  tls_rows "${tls_order[@]}"
 done
 
 # --- report: median over rounds of each column --------------------------------------------
@@ -243,6 +321,7 @@ median_cols() {  # file -> median of each column
     printf "\n" }' "$1"
 }
 
+if [[ $tls_only == 0 ]]; then
 printf '\n%-28s %12s %10s %10s %14s\n' "HTTP (wrk -t1)" "requests/s" "p50 ms" "p99 ms" "CPU us/req"
 for mode in ka close; do
   label=$([[ $mode == ka ]] && echo "keep-alive" || echo "new conn per request")
@@ -258,6 +337,20 @@ printf '\n%-28s %12s %14s\n' "L4 bulk (${gib} GiB)" "GiB/s" "CPU s/GiB"
 for n in direct halb haproxy nginx; do
   read -r gbs cpu < <(median_cols "$tmp/res.$n.tcp")
   printf '%-28s %12s %14s\n' "$n" "$gbs" "$cpu"
+done
+fi
+printf '\n%-36s %12s %16s\n' "TLS 1.3, ECDSA P-256 (s_time)" "handshakes/s" "CPU us/handshake"
+for mode in new reuse; do
+  label=$([[ $mode == new ]] && echo "full handshake" || echo "resumed (ticket)")
+  for n in halb haproxy; do
+    read -r hs cpu < <(median_cols "$tmp/res.$n.tls_$mode")
+    printf '%-36s %12s %16s\n' "$n, $label" "$hs" "$cpu"
+  done
+done
+printf '\n%-36s %12s %10s %10s %14s\n' "TLS keep-alive (wrk -t1 https)" "requests/s" "p50 ms" "p99 ms" "CPU us/req"
+for n in halb haproxy; do
+  read -r rps p50 p99 cpu < <(median_cols "$tmp/res.$n.tls_ka")
+  printf '%-36s %12.0f %10s %10s %14s\n' "$n" "$rps" "$p50" "$p99" "$cpu"
 done
 echo
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"

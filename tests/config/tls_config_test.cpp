@@ -263,6 +263,20 @@ TEST(TlsConfig, SettingsAndTheirErrors) {
   EXPECT_EQ(r.config->tls.tickets.sessionLifetime, 12h);
 }
 
+TEST(TlsConfig, ContinuityCannotCarryTls) {
+  TestPki pki;
+  auto a = pki.issue("a", named({"a.example.com"}));
+  std::string yaml = "frontends: [{ name: w, bind: ':443', default_backend: b, continuity: true, tls: { "
+                     "certificates: [{ cert: " + a.certFile + ", key: " + a.keyFile + " }] } }]\n"
+                     "backends: [{ name: b, servers: [{ name: s, address: 10.0.0.1:80 }] }]\n";
+  LoadOptions opt;
+  opt.node = "lb1";
+  auto r = loadConfigString(yaml, "t.yaml", opt);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(errors(r).find("frontends[0].continuity: cannot carry TLS connections"), std::string::npos)
+      << errors(r);
+}
+
 TEST(TlsConfig, BackendTls) {
   TestPki pki;
   std::string notCa = pki.writeFile("notca.pem", "nothing here\n");
