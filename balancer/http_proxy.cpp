@@ -137,6 +137,7 @@ class HttpSession final : public Session, private RequestView {
     out_.reserve(1024);
     bool first = true;
     if (co_await handshakeClient(cfg)) {
+      if (clientTls()) clientNoDelay_ = true;  // set before the handshake
       for (;;) {
         if (!co_await readRequestHead(cfg, first)) break;
         first = false;

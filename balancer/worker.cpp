@@ -222,6 +222,10 @@ asio::awaitable<bool> Session::handshakeClient(const config::Config& cfg) {
     co_return false;
   }
   clientTls_ = std::make_unique<TlsStream>(client_, ssl);
+  // TLS writes small records of its own (the server's flight, session tickets after the
+  // handshake, close_notify): with Nagle on, each would wait for the client's delayed ACK
+  // (40 ms). Plaintext connections set this lazily; TLS ones need it from the start.
+  setNoDelay(client_);
   timedOut_ = false;
   arm(cfg.timeouts.tlsHandshake);
   auto [ec] = co_await clientTls_->async_handshake(asio::ssl::stream_base::server, kUseTuple);
