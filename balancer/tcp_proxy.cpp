@@ -287,9 +287,9 @@ class TcpSession final : public Session {
   StreamIo serverIo() { return {&server_, serverTls_.get()}; }
 
   // Buffered copy for streams splice cannot serve (TLS; no pipes left). An end of stream is
-  // passed on as a half-close where both sides are plain TCP; TLS cannot half-close here, so
-  // there the first end of stream ends both directions (with a close_notify to a TLS client
-  // when the server ended).
+  // passed on as a half-close towards a plain TCP side; towards a TLS side (Asio cannot
+  // half-close TLS) it ends both directions, with a close_notify to a TLS client when the
+  // server ended.
   asio::awaitable<void> copyPump(StreamIo src, StreamIo dst, uint64_t& counter, bool fromClient) {
     Buffer buf = worker_.takeBuffer();
     for (;;) {
@@ -297,7 +297,7 @@ class TcpSession final : public Session {
       auto [ec, n] = co_await src.readSome(asio::buffer(buf.writePtr(), buf.writable()));
       if (closed_ || ending_) break;
       if (ec == asio::error::eof || (src.tls && ec == asio::ssl::error::stream_truncated)) {
-        if (!dst.shutdownSend() || src.tls) {
+        if (!dst.shutdownSend()) {
           ending_ = true;
           cleanEnd_ = !fromClient;
           ErrorCode cec;

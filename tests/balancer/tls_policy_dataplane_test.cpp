@@ -263,6 +263,12 @@ TEST_F(TlsFrontendTest, TcpFrontendTerminatesTls) {
   ASSERT_TRUE(cl.send("hello over tls"));
   EXPECT_EQ(cl.readN(14), "hello over tls");
   EXPECT_EQ(cl.alpn(), "");  // no ALPN on tcp frontends
+  // The client's close_notify reaches the plaintext server as a half-close: the server
+  // (which echoes until the client's FIN) still answers, then closes, and the client reads
+  // the rest and the end.
+  ASSERT_TRUE(cl.send("last words"));
+  cl.close();
+  EXPECT_EQ(cl.readN(10), "last words");
 }
 
 TEST_F(TlsFrontendTest, SessionsResumeOnASecondEngineSharingTicketKeys) {
