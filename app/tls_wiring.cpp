@@ -39,9 +39,12 @@ std::unique_ptr<TlsNode> TlsNode::start(Node& node,
     w.family("halb_tls_ticket_keys", "gauge", "TLS session-ticket keys held (sealing and opening)");
     w.sample("halb_tls_ticket_keys", {}, static_cast<double>(k.size()));
     w.family("halb_tls_tickets_total", "counter", "Session tickets by what happened to them");
-    w.sample("halb_tls_tickets_total", {{"result", "sealed"}}, static_cast<double>(k.sealed.load()));
-    w.sample("halb_tls_tickets_total", {{"result", "opened"}}, static_cast<double>(k.opened.load()));
-    w.sample("halb_tls_tickets_total", {{"result", "renewed"}}, static_cast<double>(k.renewed.load()));
+    w.sample("halb_tls_tickets_total", {{"result", "sealed"}},
+             static_cast<double>(k.sealed.load()));
+    w.sample("halb_tls_tickets_total", {{"result", "opened"}},
+             static_cast<double>(k.opened.load()));
+    w.sample("halb_tls_tickets_total", {{"result", "renewed"}},
+             static_cast<double>(k.renewed.load()));
     w.sample("halb_tls_tickets_total", {{"result", "unknown_key"}},
              static_cast<double>(k.unknownKey.load()));
     w.family("halb_tls_ticket_key_rotations_total", "counter", "Ticket keys made by this node");
@@ -76,8 +79,8 @@ std::unique_ptr<TlsNode> TlsNode::start(Node& node,
 
 void TlsNode::schedule() {
   TimePoint now = node_.loop().now();
-  Duration wait = std::min<Duration>(std::max<Duration>(keys_->nextEvent(now) - now, Duration::zero()),
-                                     kMaxCheck);
+  Duration wait = std::min<Duration>(
+      std::max<Duration>(keys_->nextEvent(now) - now, Duration::zero()), kMaxCheck);
   timer_->start(wait, [this] { rotate(); });
 }
 

@@ -33,7 +33,7 @@ using http::ParseStatus;
 
 namespace {
 
-constexpr size_t kMaxExclude = 64;  // servers one request skips (failed or at their limit)
+constexpr size_t kMaxExclude = 64;     // servers one request skips (failed or at their limit)
 constexpr Duration kErrorLinger = 1s;  // reading what the client still sends after an error
 constexpr Duration kTlsLinger = 1s;    // waiting for the client's close_notify
 constexpr size_t kErrorLingerBytes = 64 * 1024;
@@ -336,9 +336,9 @@ class HttpSession final : public Session, private RequestView {
     // are held for the request: a reload may replace them meanwhile.
     FrontendRoutesPtr routes = worker_.routes(frontendIndex_);
     const int ri = routes->route ? routes->route(*this) : -1;
-    const config::Route* route =
-        ri >= 0 && static_cast<size_t>(ri) < routes->states.size() ? &routes->frontend->routes[ri]
-                                                                    : nullptr;
+    const config::Route* route = ri >= 0 && static_cast<size_t>(ri) < routes->states.size()
+                                     ? &routes->frontend->routes[ri]
+                                     : nullptr;
     RouteState* rstate = route ? routes->states[static_cast<size_t>(ri)].get() : nullptr;
     const std::string* backendName = nullptr;
     pinRoute_ = nullptr;
@@ -417,8 +417,7 @@ class HttpSession final : public Session, private RequestView {
       bool reused = false;
       // A non-idempotent request is never sent twice, so it must not meet a pooled
       // connection the server is closing: probe every pooled connection it would use.
-      server = co_await acquireServer(cfg, *backend, freshOnly, rq_.hasBody || !idempotent,
-                                      reused);
+      server = co_await acquireServer(cfg, *backend, freshOnly, rq_.hasBody || !idempotent, reused);
       if (server == nullptr) {
         WorkerMetrics::inc(worker_.metrics().noServer);
         HALB_LOG_EVERY(Warn, "http", 1s)
@@ -556,10 +555,9 @@ class HttpSession final : public Session, private RequestView {
     if (!retryAllowed(*rq_.retry, a)) co_return false;
     if (!rq_.budget->tryRetry(SteadyClock::now())) {
       WorkerMetrics::inc(worker_.metrics().retriesDenied);
-      HALB_LOG_EVERY(Warn, "http", 1s)
-          << "retry budget of backend "
-          << (backend.config ? backend.config->name : std::string("?")) << " spent: "
-          << toString(failure) << " goes to the client";
+      HALB_LOG_EVERY(Warn, "http", 1s) << "retry budget of backend "
+                                       << (backend.config ? backend.config->name : std::string("?"))
+                                       << " spent: " << toString(failure) << " goes to the client";
       co_return false;
     }
     if (failure == AttemptFailure::Status) {
@@ -669,7 +667,8 @@ class HttpSession final : public Session, private RequestView {
         continue;
       }
       if (!takeSlot(backend, *server)) {
-        if (nFull < full.size()) full[nFull++] = server->id;
+        if (nFull < full.size())
+          full[nFull++] = server->id;
         else {
           rq_.busy = true;
           co_return nullptr;
@@ -796,10 +795,9 @@ class HttpSession final : public Session, private RequestView {
 
   // Forwards one message body from `src` (whose unread bytes are in `buf`) to `dst`;
   // `prefix` (a head not yet sent) goes out in the same writev as the first body bytes.
-  asio::awaitable<BodyResult> forwardBody(StreamIo src, Buffer& buf, StreamIo dst,
-                                          BodyKind kind, uint64_t& remaining,
-                                          http::ChunkedFramer& framer, Duration timeout,
-                                          std::string& prefix, bool toServer) {
+  asio::awaitable<BodyResult> forwardBody(StreamIo src, Buffer& buf, StreamIo dst, BodyKind kind,
+                                          uint64_t& remaining, http::ChunkedFramer& framer,
+                                          Duration timeout, std::string& prefix, bool toServer) {
     bool prefixPending = !prefix.empty();
     for (;;) {
       size_t take = 0;
@@ -1035,7 +1033,7 @@ class HttpSession final : public Session, private RequestView {
   std::string out_;
   std::string clientIp_;
   std::string hostLower_;
-  std::string setCookie_;     // cookie stickiness: value to set on this response
+  std::string setCookie_;                    // cookie stickiness: value to set on this response
   const config::Route* pinRoute_ = nullptr;  // split pinned by cookie: set it on this response
   // What governs the current request's attempts.
   struct RequestPolicy {

@@ -5,16 +5,19 @@
 namespace halb::balancer {
 
 bool isIdempotent(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" ||
-         m == "DELETE";
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" || m == "DELETE";
 }
 
 const char* toString(AttemptFailure f) {
   switch (f) {
-    case AttemptFailure::ConnectFailure: return "connect_failure";
-    case AttemptFailure::Reset: return "reset";
-    case AttemptFailure::Timeout: return "timeout";
-    case AttemptFailure::Status: return "status";
+    case AttemptFailure::ConnectFailure:
+      return "connect_failure";
+    case AttemptFailure::Reset:
+      return "reset";
+    case AttemptFailure::Timeout:
+      return "timeout";
+    case AttemptFailure::Status:
+      return "status";
   }
   return "?";
 }
@@ -25,12 +28,15 @@ bool retryAllowed(const config::RetryPolicy& p, const AttemptInfo& a) {
   // The request went out: the server may have acted on it.
   if (!isIdempotent(a.method) || a.requestHasBody) return false;
   switch (a.failure) {
-    case AttemptFailure::Reset: return p.onReset;
-    case AttemptFailure::Timeout: return p.onTimeout;
+    case AttemptFailure::Reset:
+      return p.onReset;
+    case AttemptFailure::Timeout:
+      return p.onTimeout;
     case AttemptFailure::Status:
       return std::binary_search(p.statuses.begin(), p.statuses.end(),
                                 static_cast<uint16_t>(a.status));
-    case AttemptFailure::ConnectFailure: break;
+    case AttemptFailure::ConnectFailure:
+      break;
   }
   return false;
 }
@@ -57,7 +63,9 @@ void RetryBudget::sum(TimePoint now, uint64_t& requests, uint64_t& retries) {
   }
 }
 
-void RetryBudget::onRequest(TimePoint now) { ++current(now).requests; }
+void RetryBudget::onRequest(TimePoint now) {
+  ++current(now).requests;
+}
 
 bool RetryBudget::tryRetry(TimePoint now) {
   uint64_t requests = 0, retries = 0;

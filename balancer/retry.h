@@ -25,10 +25,10 @@ const char* toString(AttemptFailure f);
 
 struct AttemptInfo {
   AttemptFailure failure = AttemptFailure::ConnectFailure;
-  int status = 0;                 // for Status
+  int status = 0;  // for Status
   std::string_view method;
-  bool requestHasBody = false;    // bodies are streamed, never kept: such a request is not resent
-  uint32_t retriesSoFar = 0;      // retries already made for this request
+  bool requestHasBody = false;  // bodies are streamed, never kept: such a request is not resent
+  uint32_t retriesSoFar = 0;    // retries already made for this request
 };
 
 // Whether the policy allows another attempt (the budget is asked separately). A connect

@@ -32,8 +32,8 @@ namespace {
 constexpr size_t kSpliceChunk = 1 << 20;  // per splice call; the pipe bounds it anyway
 constexpr int kPipeSize = 1 << 20;        // F_SETPIPE_SZ: fewer wake-ups on bulk transfers
 constexpr size_t kMaxTries = 8;
-constexpr size_t kMaxFull = 64;          // servers skipped for being at their limit
-constexpr Duration kTlsLinger = 1s;      // waiting for the client's close_notify
+constexpr size_t kMaxFull = 64;      // servers skipped for being at their limit
+constexpr Duration kTlsLinger = 1s;  // waiting for the client's close_notify
 
 struct Pipe {
   int r = -1, w = -1;

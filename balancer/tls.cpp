@@ -27,9 +27,8 @@ void TicketKeySet::sort() {
   // time. Among those the largest name comes first, so both nodes seal with the same key.
   if (keys_.size() < 2) return;
   const Duration window = std::min<Duration>(std::chrono::seconds(2), rotation_ / 2);
-  auto end = std::find_if(keys_.begin(), keys_.end(), [&](const Key& k) {
-    return keys_[0].created - k.created > window;
-  });
+  auto end = std::find_if(keys_.begin(), keys_.end(),
+                          [&](const Key& k) { return keys_[0].created - k.created > window; });
   std::sort(keys_.begin(), end,
             [](const Key& a, const Key& b) { return a.material.name > b.material.name; });
 }
@@ -121,7 +120,7 @@ std::vector<repl::TicketKey> TicketKeySet::toWire(TimePoint now) const {
 
 TimePoint TicketKeySet::nextEvent(TimePoint now) const {
   if (keys_.empty()) return now;
-  TimePoint next = keys_[0].created + rotation_;  // the sealing key retires
+  TimePoint next = keys_[0].created + rotation_;                        // the sealing key retires
   next = std::min(next, keys_.back().created + rotation_ + lifetime_);  // the oldest expires
   return std::max(next, now);
 }
@@ -244,13 +243,11 @@ void freeRef(void* /*parent*/, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
 }
 
 int serverRefIndex() {
-  static const int idx =
-      SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, freeRef<ServerRef>);
+  static const int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, freeRef<ServerRef>);
   return idx;
 }
 int clientRefIndex() {
-  static const int idx =
-      SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, freeRef<ClientRef>);
+  static const int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, freeRef<ClientRef>);
   return idx;
 }
 
@@ -291,10 +288,10 @@ EVP_CIPHER* ticketCipher() {
 
 bool setMacKey(EVP_MAC_CTX* hctx, const std::array<uint8_t, 32>& key) {
   char digest[] = "SHA256";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<uint8_t*>(key.data()),
-                                        key.size()),
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_octet_string(
+                             OSSL_MAC_PARAM_KEY, const_cast<uint8_t*>(key.data()), key.size()),
+                         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                         OSSL_PARAM_construct_end()};
   return EVP_MAC_CTX_set_params(hctx, params) == 1;
 }
 
@@ -346,8 +343,8 @@ std::string configureCommon(SSL_CTX* ctx, config::TlsVersion min, const std::str
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
   // No TLS compression (CRIME), no renegotiation (a client-driven CPU sink, and nothing in
   // HTTP/1.1 proxying needs it).
-  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (!ciphers.empty() && SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1)
     return "ciphers '" + ciphers + "': " + lastSslError();
   if (!suites.empty() && SSL_CTX_set_ciphersuites(ctx, suites.c_str()) != 1)
@@ -357,7 +354,9 @@ std::string configureCommon(SSL_CTX* ctx, config::TlsVersion min, const std::str
 
 }  // namespace
 
-bool sessionResumed(SSL* ssl) { return SSL_session_reused(ssl) == 1; }
+bool sessionResumed(SSL* ssl) {
+  return SSL_session_reused(ssl) == 1;
+}
 
 std::string_view alpnOf(SSL* ssl) {
   const unsigned char* p = nullptr;

@@ -182,7 +182,8 @@ class ServerTls : public std::enable_shared_from_this<ServerTls> {
   SSL_CTX* contextFor(std::string_view host) const { return contexts_[sni_.select(host)]; }
 
  private:
-  ServerTls(std::string frontend, SniMap sni) : frontend_(std::move(frontend)), sni_(std::move(sni)) {}
+  ServerTls(std::string frontend, SniMap sni)
+      : frontend_(std::move(frontend)), sni_(std::move(sni)) {}
   std::string frontend_;
   SniMap sni_;
   std::vector<SSL_CTX*> contexts_;  // one per certificate, same settings

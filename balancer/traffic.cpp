@@ -16,8 +16,7 @@ RouteTraffic::RouteTraffic(const config::Route& route) : route_(route) {
 
 size_t RouteTraffic::byHash(uint64_t h) const {
   // Multiply-shift maps the hash onto [0, total) without modulo bias.
-  uint64_t point =
-      static_cast<uint64_t>((static_cast<unsigned __int128>(h) * totalWeight_) >> 64);
+  uint64_t point = static_cast<uint64_t>((static_cast<unsigned __int128>(h) * totalWeight_) >> 64);
   uint64_t acc = 0;
   for (size_t i = 0; i < route_.split.size(); ++i) {
     acc += route_.split[i].weight;

@@ -15,7 +15,7 @@
 namespace halb::balancer {
 
 struct SplitPick {
-  size_t target = 0;                   // index into route.split; 0 without a split
+  size_t target = 0;                     // index into route.split; 0 without a split
   const std::string* backend = nullptr;  // the backend's name (points into the config)
   // cookie pinning: the response must set route.pin.name = *backend (the request had no
   // valid pin cookie).

@@ -1,9 +1,8 @@
 #include "balancer/worker.h"
 
 #include <netinet/tcp.h>
-#include <sys/socket.h>
-
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <bit>
 #include <boost/asio/connect.hpp>
@@ -47,7 +46,8 @@ bool isDisconnect(const ErrorCode& ec) {
 ServerConn::~ServerConn() {
   // A connection closed between messages keeps its TLS session resumable (OpenSSL otherwise
   // treats a close without close_notify as a reason to forget the session).
-  if (tls && clean) SSL_set_shutdown(tls->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  if (tls && clean)
+    SSL_set_shutdown(tls->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -232,8 +232,8 @@ asio::awaitable<bool> Session::handshakeClient(const config::Config& cfg) {
   if (ec) {
     WorkerMetrics::inc(worker_.metrics().tlsFailures);
     if (!isDisconnect(ec) && !timedOut_) {
-      HALB_LOG_EVERY(Info, "tls", 1s) << "handshake with " << clientAddr_.toString()
-                                      << " failed: " << ec.message();
+      HALB_LOG_EVERY(Info, "tls", 1s)
+          << "handshake with " << clientAddr_.toString() << " failed: " << ec.message();
     }
     co_return false;
   }
@@ -250,9 +250,8 @@ asio::awaitable<void> Session::shutdownClientTls(Duration linger) {
 }
 
 asio::awaitable<bool> Session::handshakeServer(tcp::socket& sock, std::unique_ptr<TlsStream>& tls,
-                                               const ServerView& server,
-                                               const BackendView& backend, bool alpnHttp,
-                                               const config::Config& cfg) {
+                                               const ServerView& server, const BackendView& backend,
+                                               bool alpnHttp, const config::Config& cfg) {
   const ClientTls* ct = worker_.backendTls(backend.id);
   SSL* ssl = ct ? ct->newSsl(server.id, server.address, alpnHttp) : nullptr;
   if (!ssl) {
@@ -268,8 +267,9 @@ asio::awaitable<bool> Session::handshakeServer(tcp::socket& sock, std::unique_pt
   if (ec) {
     WorkerMetrics::inc(worker_.metrics().backendTlsFailures);
     std::string why = ClientTls::verifyError(ssl);
-    HALB_LOG_EVERY(Warn, "tls", 1s) << "TLS to " << server.address.toString() << " failed: "
-                                    << (why.empty() ? ec.message() : "certificate: " + why);
+    HALB_LOG_EVERY(Warn, "tls", 1s)
+        << "TLS to " << server.address.toString()
+        << " failed: " << (why.empty() ? ec.message() : "certificate: " + why);
     co_return false;
   }
   WorkerMetrics::inc(worker_.metrics().backendTlsHandshakes);
@@ -437,7 +437,8 @@ void Worker::postWake(uint64_t backendId, uint32_t hops) {
 void Worker::applyRoutes(const config::ConfigPtr& config) {
   routes_.resize(shared_.frontends.size());
   for (size_t i = 0; i < shared_.frontends.size(); ++i) {
-    const config::Frontend* fe = config ? config->findFrontend(shared_.frontends[i].cfg->name) : nullptr;
+    const config::Frontend* fe =
+        config ? config->findFrontend(shared_.frontends[i].cfg->name) : nullptr;
     if (!fe) {
       if (routes_[i]) continue;  // a frontend the new configuration lacks keeps its routes
       fe = shared_.frontends[i].cfg;

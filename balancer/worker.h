@@ -247,7 +247,7 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t bytesIn_ = 0, bytesOut_ = 0;
   bool timedOut_ = false;
   bool draining_ = false;
-  bool slotWaiting_ = false;  // in waitForSlot (onTimeout/abort cancel slotTimer_)
+  bool slotWaiting_ = false;              // in waitForSlot (onTimeout/abort cancel slotTimer_)
   std::unique_ptr<TlsStream> clientTls_;  // after client_: destroyed before it
   std::unique_ptr<asio::steady_timer> slotTimer_;
 
@@ -303,11 +303,11 @@ struct RouteState {
 // A frontend's routes as one worker runs them: from the configuration of the last
 // updateRoutes() (or the start), kept alive by the requests that use them.
 struct FrontendRoutes {
-  config::ConfigPtr config;              // keeps `frontend` and the routes alive
+  config::ConfigPtr config;  // keeps `frontend` and the routes alive
   const config::Frontend* frontend = nullptr;
-  RouteFn route;                         // null: every request to the default backend
+  RouteFn route;                                    // null: every request to the default backend
   std::vector<std::unique_ptr<RouteState>> states;  // per route, same index
-  config::RetryPolicy defaultRetry;      // for the default backend (connect failures)
+  config::RetryPolicy defaultRetry;                 // for the default backend (connect failures)
 };
 using FrontendRoutesPtr = std::shared_ptr<FrontendRoutes>;
 

@@ -15,8 +15,12 @@
 
 namespace halb::config::tls {
 
-void X509Free::operator()(X509* x) const { X509_free(x); }
-void PkeyFree::operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+void X509Free::operator()(X509* x) const {
+  X509_free(x);
+}
+void PkeyFree::operator()(EVP_PKEY* k) const {
+  EVP_PKEY_free(k);
+}
 
 namespace {
 
@@ -40,7 +44,9 @@ std::string sslError() {
 
 // Without this callback OpenSSL asks for a passphrase on the terminal, which would hang a
 // daemon or `halb check` under a service manager.
-int noPassphrase(char*, int, int, void*) { return -1; }
+int noPassphrase(char*, int, int, void*) {
+  return -1;
+}
 
 BioPtr openFile(const std::string& path, std::string& error) {
   errno = 0;
@@ -98,8 +104,8 @@ std::vector<std::string> dnsNames(X509* x) {
   // Names with characters no host name has (a CN that is a description) cannot match SNI.
   std::erase_if(out, [](const std::string& n) {
     return n.empty() || !std::all_of(n.begin(), n.end(), [](unsigned char c) {
-      return std::isalnum(c) || c == '-' || c == '.' || c == '*' || c == '_';
-    });
+             return std::isalnum(c) || c == '-' || c == '.' || c == '*' || c == '_';
+           });
   });
   return out;
 }
@@ -138,8 +144,8 @@ LoadedPair loadCertKeyPair(const std::string& certFile, const std::string& keyFi
         unsigned long e = ERR_peek_last_error();
         if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))
           return fail(File::Cert, "'" + certFile + "': certificate #" +
-                                      std::to_string(p->chain.size() + 2) +
-                                      " does not parse (" + sslError() + ")");
+                                      std::to_string(p->chain.size() + 2) + " does not parse (" +
+                                      sslError() + ")");
         ERR_clear_error();
         break;
       }
@@ -192,8 +198,8 @@ std::string expiryWarning(const CertKeyPair& p, const std::string& certFile, int
                           int64_t warnSeconds) {
   if (p.notAfter - nowUnix >= warnSeconds) return {};
   int64_t days = (p.notAfter - nowUnix) / 86400;
-  return "the certificate in '" + certFile + "' expires on " + formatUnixTime(p.notAfter) + " (in " +
-         std::to_string(days) + (days == 1 ? " day)" : " days)");
+  return "the certificate in '" + certFile + "' expires on " + formatUnixTime(p.notAfter) +
+         " (in " + std::to_string(days) + (days == 1 ? " day)" : " days)");
 }
 
 std::string caFileProblem(const std::string& caFile) {
@@ -211,8 +217,9 @@ std::string caFileProblem(const std::string& caFile) {
   bool eof = e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE);
   std::string why = eof ? std::string() : sslError();
   ERR_clear_error();
-  if (!eof) return "CA file '" + caFile + "': certificate #" + std::to_string(n + 1) +
-                   " does not parse (" + why + ")";
+  if (!eof)
+    return "CA file '" + caFile + "': certificate #" + std::to_string(n + 1) + " does not parse (" +
+           why + ")";
   if (n == 0) return "CA file '" + caFile + "' holds no PEM certificate";
   return {};
 }

@@ -807,9 +807,10 @@ bool encodeTicketKeys(std::string& out, std::span<const repl::TicketKey> keys, c
     putRaw(plain, k.name);
     putRaw(plain, k.aesKey);
     putRaw(plain, k.hmacKey);
-    uint64_t ms = k.age.count() <= 0
-                      ? 0
-                      : static_cast<uint64_t>(std::chrono::duration_cast<milliseconds>(k.age).count());
+    uint64_t ms =
+        k.age.count() <= 0
+            ? 0
+            : static_cast<uint64_t>(std::chrono::duration_cast<milliseconds>(k.age).count());
     putVarint(plain, std::min(ms, kMaxTicketAgeMs));
   }
   std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> ctx(EVP_CIPHER_CTX_new());
@@ -818,7 +819,8 @@ bool encodeTicketKeys(std::string& out, std::span<const repl::TicketKey> keys, c
   auto* dst = reinterpret_cast<unsigned char*>(out.data() + base);
   std::memcpy(dst, nonce.data(), kTicketNonceSize);
   int len = 0, fin = 0;
-  bool ok = ctx && EVP_EncryptInit_ex2(ctx.get(), aesGcm(), wrapKey.data(), nonce.data(), nullptr) == 1 &&
+  bool ok = ctx &&
+            EVP_EncryptInit_ex2(ctx.get(), aesGcm(), wrapKey.data(), nonce.data(), nullptr) == 1 &&
             EVP_EncryptUpdate(ctx.get(), dst + kTicketNonceSize, &len,
                               reinterpret_cast<const unsigned char*>(plain.data()),
                               static_cast<int>(plain.size())) == 1 &&
@@ -839,7 +841,8 @@ Result<std::vector<repl::TicketKey>> decodeTicketKeys(std::span<const uint8_t> p
   int len = 0, fin = 0;
   std::array<uint8_t, kTicketTagSize> tag{};
   std::memcpy(tag.data(), p.data() + kTicketNonceSize + clen, kTicketTagSize);
-  bool ok = ctx && EVP_DecryptInit_ex2(ctx.get(), aesGcm(), wrapKey.data(), p.data(), nullptr) == 1 &&
+  bool ok = ctx &&
+            EVP_DecryptInit_ex2(ctx.get(), aesGcm(), wrapKey.data(), p.data(), nullptr) == 1 &&
             EVP_DecryptUpdate(ctx.get(), plain.data(), &len, p.data() + kTicketNonceSize,
                               static_cast<int>(clen)) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTicketTagSize, tag.data()) == 1 &&
@@ -848,7 +851,9 @@ Result<std::vector<repl::TicketKey>> decodeTicketKeys(std::span<const uint8_t> p
   Reader r(plain);
   std::vector<repl::TicketKey> keys;
   size_t n = r.u8("ticket_keys.count");
-  if (r.ok() && n > kMaxTicketKeys) r.fail("ticket_keys.count: " + std::to_string(n) + " exceeds " + std::to_string(kMaxTicketKeys));
+  if (r.ok() && n > kMaxTicketKeys)
+    r.fail("ticket_keys.count: " + std::to_string(n) + " exceeds " +
+           std::to_string(kMaxTicketKeys));
   for (size_t i = 0; i < n && r.ok(); ++i) {
     repl::TicketKey k;
     r.raw(k.name, "ticket_keys.name");

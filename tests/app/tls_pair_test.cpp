@@ -3,9 +3,9 @@
 // `halb check` refuses expired and mismatched certificates, naming the file and the line.
 // Everything binds 127.0.0.1; the processes are ended by PID, whatever the outcome.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -109,17 +109,24 @@ class TlsPair : public ::testing::Test {
   // One node's file: its own ports, the same backends and keys.
   std::string config(const std::string& self, uint16_t https, uint16_t admin, uint16_t syncListen,
                      uint16_t syncPeer) {
-    std::string y = "nodes:\n  lb1: {}\n  lb2: {}\n"
-                    "workers: 1\n"
-                    "admin: { listen: 127.0.0.1:" + std::to_string(admin) + " }\n"
-                    "statesync:\n  listen: 127.0.0.1:" + std::to_string(syncListen) +
-                    "\n  peer: 127.0.0.1:" + std::to_string(syncPeer) +
-                    "\n  key_file: " + key_ + "\n  reconnect_min: 10ms\n  reconnect_max: 200ms\n"
-                    "frontends:\n  - name: https\n    bind: 127.0.0.1:" + std::to_string(https) +
-                    "\n    default_backend: web\n    tls:\n      certificates:\n        - { cert: " +
-                    cert_.certFile + ", key: " + cert_.keyFile + " }\n"
-                    "backends:\n  - name: web\n    health: { type: none }\n"
-                    "    servers: [{ name: w1, address: 127.0.0.1:" + std::to_string(web_->port()) + " }]\n";
+    std::string y =
+        "nodes:\n  lb1: {}\n  lb2: {}\n"
+        "workers: 1\n"
+        "admin: { listen: 127.0.0.1:" +
+        std::to_string(admin) +
+        " }\n"
+        "statesync:\n  listen: 127.0.0.1:" +
+        std::to_string(syncListen) + "\n  peer: 127.0.0.1:" + std::to_string(syncPeer) +
+        "\n  key_file: " + key_ +
+        "\n  reconnect_min: 10ms\n  reconnect_max: 200ms\n"
+        "frontends:\n  - name: https\n    bind: 127.0.0.1:" +
+        std::to_string(https) +
+        "\n    default_backend: web\n    tls:\n      certificates:\n        - { cert: " +
+        cert_.certFile + ", key: " + cert_.keyFile +
+        " }\n"
+        "backends:\n  - name: web\n    health: { type: none }\n"
+        "    servers: [{ name: w1, address: 127.0.0.1:" +
+        std::to_string(web_->port()) + " }]\n";
     return pki_.writeFile(self + ".yaml", y);
   }
 
@@ -184,7 +191,8 @@ TEST_F(TlsPair, SessionResumesOnThePeerAfterTheFirstNodeDies) {
   // Both nodes seal with the same key: a TLS 1.2 ticket from lb1 needs no renewal on lb2
   // (TLS 1.3 tickets are always renewed).
   EXPECT_NE(m.find("halb_tls_tickets_total{result=\"renewed\"} 2"), std::string::npos) << m;
-  EXPECT_NE(m.find("halb_statesync_ticket_key_sets_total{direction=\"received\"}"), std::string::npos);
+  EXPECT_NE(m.find("halb_statesync_ticket_key_sets_total{direction=\"received\"}"),
+            std::string::npos);
   b.kill(SIGTERM);
 }
 
@@ -199,19 +207,28 @@ TEST_F(TlsPair, CheckRefusesExpiredAndMismatchedCertificates) {
   other.commonName = "other.example.com";
   other.dnsNames = {"other.example.com"};
   auto o = pki_.issue("other", other);
-  std::string file = pki_.writeFile("bad.yaml",
-                                    "frontends:\n"
-                                    "  - name: https\n"
-                                    "    bind: 127.0.0.1:8443\n"
-                                    "    default_backend: web\n"
-                                    "    tls:\n"
-                                    "      certificates:\n"
-                                    "        - cert: " + expired.certFile + "\n"
-                                    "          key: " + expired.keyFile + "\n"
-                                    "        - cert: " + cert_.certFile + "\n"
-                                    "          key: " + o.keyFile + "\n"
-                                    "backends:\n"
-                                    "  - { name: web, servers: [{ name: w1, address: 127.0.0.1:9 }] }\n");
+  std::string file =
+      pki_.writeFile("bad.yaml",
+                     "frontends:\n"
+                     "  - name: https\n"
+                     "    bind: 127.0.0.1:8443\n"
+                     "    default_backend: web\n"
+                     "    tls:\n"
+                     "      certificates:\n"
+                     "        - cert: " +
+                         expired.certFile +
+                         "\n"
+                         "          key: " +
+                         expired.keyFile +
+                         "\n"
+                         "        - cert: " +
+                         cert_.certFile +
+                         "\n"
+                         "          key: " +
+                         o.keyFile +
+                         "\n"
+                         "backends:\n"
+                         "  - { name: web, servers: [{ name: w1, address: 127.0.0.1:9 }] }\n");
   const std::string log = pki_.dir() + "/check.log";
   EXPECT_EQ(runToEnd({"check", "-c", file}, log), 1);
   std::string out = slurp(log);

@@ -85,13 +85,15 @@ bool handshake(SSL* c, SSL* s) {
   for (int i = 0; i < 50 && !(cd && sd); ++i) {
     if (!cd) {
       int r = SSL_do_handshake(c);
-      if (r == 1) cd = true;
+      if (r == 1)
+        cd = true;
       else if (int e = SSL_get_error(c, r); e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
         return false;
     }
     if (!sd) {
       int r = SSL_do_handshake(s);
-      if (r == 1) sd = true;
+      if (r == 1)
+        sd = true;
       else if (int e = SSL_get_error(s, r); e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
         return false;
     }
@@ -142,10 +144,13 @@ TEST(TlsWiring, TicketKeysTravelOverStateSyncAndSessionsResumeOnThePeer) {
   a.sync->service().setPeer(b.sync->service().listenAddress());
 
   // Each node made a key at start; after the exchange both hold both and seal with the same.
-  ASSERT_TRUE(pump(*a.node, *b.node, [&] {
-    auto ka = a.tls->keys()->snapshot(), kb = b.tls->keys()->snapshot();
-    return ka->keys.size() == 2 && kb->keys.size() == 2 && ka->keys[0] == kb->keys[0];
-  })) << a.tls->keys()->size() << " / " << b.tls->keys()->size();
+  ASSERT_TRUE(pump(*a.node, *b.node,
+                   [&] {
+                     auto ka = a.tls->keys()->snapshot(), kb = b.tls->keys()->snapshot();
+                     return ka->keys.size() == 2 && kb->keys.size() == 2 &&
+                            ka->keys[0] == kb->keys[0];
+                   }))
+      << a.tls->keys()->size() << " / " << b.tls->keys()->size();
 
   SSL_CTX* client = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_session_cache_mode(client, SSL_SESS_CACHE_CLIENT);
@@ -162,7 +167,8 @@ TEST(TlsWiring, TicketKeysTravelOverStateSyncAndSessionsResumeOnThePeer) {
   // The exchange shows in the metrics.
   std::string m = a.node->metricsText();
   EXPECT_NE(m.find("halb_tls_ticket_keys 2"), std::string::npos) << m;
-  EXPECT_NE(m.find("halb_statesync_ticket_key_sets_total{direction=\"received\"}"), std::string::npos);
+  EXPECT_NE(m.find("halb_statesync_ticket_key_sets_total{direction=\"received\"}"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -31,8 +31,8 @@ struct Req : RequestView {
   }
 };
 
-config::Route splitRoute(uint32_t stable, uint32_t canary, config::PinKind pin = config::PinKind::None,
-                         std::string pinName = "") {
+config::Route splitRoute(uint32_t stable, uint32_t canary,
+                         config::PinKind pin = config::PinKind::None, std::string pinName = "") {
   config::Route r;
   r.name = "api";
   r.split = {{"stable", stable}, {"canary", canary}};
@@ -122,7 +122,8 @@ TEST(RouteTraffic, CookiePinHonoursAValidSideElseSetsOne) {
   SplitPick r = t0.pick(back);
   EXPECT_EQ(*r.backend, "stable");
   EXPECT_TRUE(r.setPinCookie);
-  EXPECT_EQ(pinCookieHeader("HALB_SIDE", "stable", true), "HALB_SIDE=stable; Path=/; HttpOnly; Secure");
+  EXPECT_EQ(pinCookieHeader("HALB_SIDE", "stable", true),
+            "HALB_SIDE=stable; Path=/; HttpOnly; Secure");
 }
 
 TEST(RouteTraffic, NoSplitIsTheRouteBackend) {
@@ -150,8 +151,10 @@ TEST(RouteTraffic, MirrorSamplesAnExactShare) {
 // ------------------------------------------------------------------ retries
 
 TEST(Retry, IdempotentMethodsPerRfc9110) {
-  for (const char* m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) EXPECT_TRUE(isIdempotent(m)) << m;
-  for (const char* m : {"POST", "PATCH", "CONNECT", "LOCK", "get", ""}) EXPECT_FALSE(isIdempotent(m)) << m;
+  for (const char* m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+    EXPECT_TRUE(isIdempotent(m)) << m;
+  for (const char* m : {"POST", "PATCH", "CONNECT", "LOCK", "get", ""})
+    EXPECT_FALSE(isIdempotent(m)) << m;
 }
 
 TEST(Retry, NonIdempotentRequestsAreNeverResent) {
@@ -181,7 +184,8 @@ TEST(Retry, PolicyDecides) {
   EXPECT_TRUE(retryAllowed(p, {AttemptFailure::Status, 503, "GET", false, 0}));
   EXPECT_FALSE(retryAllowed(p, {AttemptFailure::Status, 502, "GET", false, 0}));
   EXPECT_TRUE(retryAllowed(p, {AttemptFailure::Status, 503, "GET", false, 1}));
-  EXPECT_FALSE(retryAllowed(p, {AttemptFailure::Status, 503, "GET", false, 2}));  // attempts used up
+  EXPECT_FALSE(
+      retryAllowed(p, {AttemptFailure::Status, 503, "GET", false, 2}));  // attempts used up
 }
 
 TEST(RetryBudget, RetriesStayWithinTheShareOverTheWindow) {

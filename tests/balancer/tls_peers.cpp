@@ -86,8 +86,8 @@ bool readRequest(Read read, std::string& buf, std::string& head, std::string& bo
 }
 
 std::string response(int status, const std::string& body) {
-  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body;
+  return "HTTP/1.1 " + std::to_string(status) +
+         " X\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
 }  // namespace
@@ -150,13 +150,20 @@ std::string TlsClient::alpn() const {
   return p ? std::string(reinterpret_cast<const char*>(p), len) : "";
 }
 
-bool TlsClient::resumed() const { return ssl_ && SSL_session_reused(ssl_) == 1; }
-int TlsClient::version() const { return ssl_ ? SSL_version(ssl_) : 0; }
-SSL_SESSION* TlsClient::session() const { return ssl_ ? SSL_get1_session(ssl_) : nullptr; }
+bool TlsClient::resumed() const {
+  return ssl_ && SSL_session_reused(ssl_) == 1;
+}
+int TlsClient::version() const {
+  return ssl_ ? SSL_version(ssl_) : 0;
+}
+SSL_SESSION* TlsClient::session() const {
+  return ssl_ ? SSL_get1_session(ssl_) : nullptr;
+}
 
 bool TlsClient::send(const std::string& data) {
   if (!ok_) return false;
-  return SSL_write(ssl_, data.data(), static_cast<int>(data.size())) == static_cast<int>(data.size());
+  return SSL_write(ssl_, data.data(), static_cast<int>(data.size())) ==
+         static_cast<int>(data.size());
 }
 
 bool TlsClient::fill() {
@@ -257,7 +264,8 @@ void TlsHttpBackend::serve(int fd) {
     while (readRequest(read, buf, head, body)) {
       std::string path = head.substr(head.find(' ') + 1);
       path = path.substr(0, path.find(' '));
-      std::string r = response(200, "server=" + name_ + " sni=" + (sni ? sni : "") + " path=" + path);
+      std::string r =
+          response(200, "server=" + name_ + " sni=" + (sni ? sni : "") + " path=" + path);
       ++served_;
       if (SSL_write(ssl, r.data(), static_cast<int>(r.size())) <= 0) break;
     }

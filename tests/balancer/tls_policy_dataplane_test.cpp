@@ -34,7 +34,9 @@ using testing::TestPki;
 using testing::TlsClient;
 using testing::TlsClientOptions;
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 PoolSnapshotPtr snapshotOf(const config::ConfigPtr& cfg) {
   auto snap = std::make_shared<PoolSnapshot>();
@@ -105,7 +107,8 @@ class TlsPolicyTest : public ::testing::Test {
     return c;
   }
 
-  std::unique_ptr<Running> start(const std::string& yaml, std::shared_ptr<TicketKeys> keys = nullptr) {
+  std::unique_ptr<Running> start(const std::string& yaml,
+                                 std::shared_ptr<TicketKeys> keys = nullptr) {
     auto run = std::make_unique<Running>();
     run->cfg = load(yaml);
     if (!run->cfg) return nullptr;
@@ -219,9 +222,9 @@ TEST_F(TlsFrontendTest, OpensslSClientSeesTheCertificateItsSniSelects) {
   auto run = start(yaml());
   ASSERT_TRUE(run);
   auto subjectFor = [&](const std::string& sni) {
-    std::string cmd = "timeout 10 openssl s_client -connect 127.0.0.1:" +
-                      std::to_string(run->port("https")) + " -servername " + sni +
-                      " </dev/null 2>/dev/null | openssl x509 -noout -subject 2>&1";
+    std::string cmd =
+        "timeout 10 openssl s_client -connect 127.0.0.1:" + std::to_string(run->port("https")) +
+        " -servername " + sni + " </dev/null 2>/dev/null | openssl x509 -noout -subject 2>&1";
     std::string out;
     if (FILE* p = ::popen(cmd.c_str(), "r")) {
       char buf[512];
@@ -230,7 +233,8 @@ TEST_F(TlsFrontendTest, OpensslSClientSeesTheCertificateItsSniSelects) {
     }
     return out;
   };
-  EXPECT_TRUE(contains(subjectFor("a.example.com"), "CN = a.example.com")) << subjectFor("a.example.com");
+  EXPECT_TRUE(contains(subjectFor("a.example.com"), "CN = a.example.com"))
+      << subjectFor("a.example.com");
   EXPECT_TRUE(contains(subjectFor("z.b.example.com"), "CN = wild.b.example.com"));
   EXPECT_TRUE(contains(subjectFor("other.test"), "CN = default.example.com"));
 }
@@ -304,7 +308,8 @@ TEST_F(TlsFrontendTest, SessionsResumeOnASecondEngineSharingTicketKeys) {
     c2.close();
     SSL_SESSION_free(sess);
   }
-  EXPECT_TRUE(contains(metrics(*b), "halb_tls_handshakes_total{result=\"resumed\"} 2")) << metrics(*b);
+  EXPECT_TRUE(contains(metrics(*b), "halb_tls_handshakes_total{result=\"resumed\"} 2"))
+      << metrics(*b);
 }
 
 TEST_F(TlsFrontendTest, ReloadServesNewCertificatesAndKeepsOpenConnections) {
@@ -443,8 +448,8 @@ TEST_F(SplitTest, NinetyFiveFiveWithinTwoPercentOverTenThousandRequests) {
   ASSERT_EQ(stable + canary, 10000);
   const double share = canary / 10000.0;
   EXPECT_NEAR(share, 0.05, 0.02) << canary << " canary of 10000";
-  std::printf("[ measured ] 95/5 split over 10000 requests: %d stable, %d canary (%.2f%%)\n", stable,
-              canary, share * 100);
+  std::printf("[ measured ] 95/5 split over 10000 requests: %d stable, %d canary (%.2f%%)\n",
+              stable, canary, share * 100);
 }
 
 TEST_F(SplitTest, CookiePinKeepsAUserOnTheSideTheyGot) {
@@ -483,7 +488,8 @@ TEST_F(SplitTest, ReloadChangesTheWeights) {
     if (!moved) std::this_thread::sleep_for(10ms);
   }
   EXPECT_TRUE(moved);
-  for (int i = 0; i < 10; ++i) EXPECT_TRUE(contains(testing::get(run->port("web"), "/").body, "server=canary"));
+  for (int i = 0; i < 10; ++i)
+    EXPECT_TRUE(contains(testing::get(run->port("web"), "/").body, "server=canary"));
 }
 
 TEST_F(SplitTest, MirrorCopiesAShareWithoutTouchingTheResponse) {
@@ -491,7 +497,8 @@ TEST_F(SplitTest, MirrorCopiesAShareWithoutTouchingTheResponse) {
   ASSERT_TRUE(run);
   Client c(run->port("web"));
   for (int i = 0; i < 40; ++i) {
-    ASSERT_TRUE(c.send("POST /m" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"));
+    ASSERT_TRUE(c.send("POST /m" + std::to_string(i) +
+                       " HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"));
     Client::Response r;
     ASSERT_TRUE(c.readResponse(r));
     ASSERT_EQ(r.status, 200);
@@ -544,7 +551,8 @@ backends:
     Client::Response r;
     ASSERT_TRUE(c.readResponse(r));
     ASSERT_EQ(r.status, 200);
-    slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t0));
+    slowest = std::max(
+        slowest, std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - t0));
   }
   // The copies wait on the shadow (5 s response timeout); the answers did not (the bound is
   // loose for a loaded machine: a response held by its copy would take 5 s).
@@ -572,7 +580,8 @@ class RetryTest : public TlsPolicyTest {
 frontends:
   - name: web
     bind: 127.0.0.1:1
-    routes: [{ backend: app, retry: )" + retry + R"( }]
+    routes: [{ backend: app, retry: )" +
+                    retry + R"( }]
 backends:
   - name: app
 )" + budget + R"(
@@ -591,7 +600,8 @@ TEST_F(RetryTest, NonIdempotentRequestsAreNeverRetried) {
   EXPECT_EQ(app_.servedFor("GET"), 3);  // the first try and two retries
   Client c(run->port("web"));
   for (const char* m : {"POST", "PATCH"}) {
-    ASSERT_TRUE(c.send(std::string(m) + " /status?code=503 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+    ASSERT_TRUE(c.send(std::string(m) +
+                       " /status?code=503 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
     Client::Response r;
     ASSERT_TRUE(c.readResponse(r));
     EXPECT_EQ(r.status, 503);
@@ -660,7 +670,8 @@ backends:
     clients.push_back(std::async(std::launch::async, [&] {
       auto t0 = SteadyClock::now();
       auto r = testing::get(run->port("web"), "/slow?ms=300");
-      return std::make_pair(r.status, std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0));
+      return std::make_pair(
+          r.status, std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0));
     }));
   int ok = 0, busy = 0;
   for (auto& f : clients) {
@@ -693,7 +704,8 @@ backends:
 )",
                         {{"p", std::to_string(app.port())}}));
   ASSERT_TRUE(run);
-  auto slow = std::async(std::launch::async, [&] { return testing::get(run->port("web"), "/slow?ms=600"); });
+  auto slow = std::async(std::launch::async,
+                         [&] { return testing::get(run->port("web"), "/slow?ms=600"); });
   std::this_thread::sleep_for(100ms);  // the slow request holds the only slot
   auto t0 = SteadyClock::now();
   auto r = testing::get(run->port("web"), "/");

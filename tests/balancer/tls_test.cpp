@@ -42,7 +42,7 @@ TEST(TicketKeySet, RotatesAndKeepsOldKeysForTheSessionLifetime) {
   EXPECT_EQ(set.nextEvent(clock.now()), clock.now() + 1h);
 
   clock.advance(1h);
-  EXPECT_EQ(set.sealing(clock.now()), nullptr);  // too old to seal...
+  EXPECT_EQ(set.sealing(clock.now()), nullptr);      // too old to seal...
   ASSERT_NE(set.find(first, clock.now()), nullptr);  // ...still opens
   EXPECT_TRUE(set.rotate(clock.now(), rnd));
   EXPECT_EQ(set.keys().size(), 2u);
@@ -178,14 +178,18 @@ bool handshake(SSL* client, SSL* server) {
   for (int i = 0; i < 50 && !(cDone && sDone); ++i) {
     if (!cDone) {
       int r = SSL_do_handshake(client);
-      if (r == 1) cDone = true;
-      else if (int e = SSL_get_error(client, r); e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+      if (r == 1)
+        cDone = true;
+      else if (int e = SSL_get_error(client, r);
+               e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
         return false;
     }
     if (!sDone) {
       int r = SSL_do_handshake(server);
-      if (r == 1) sDone = true;
-      else if (int e = SSL_get_error(server, r); e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+      if (r == 1)
+        sDone = true;
+      else if (int e = SSL_get_error(server, r);
+               e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
         return false;
     }
   }
@@ -243,9 +247,13 @@ class TlsHandshake : public ::testing::Test {
   // A configuration with one https frontend serving the given certificates.
   config::ConfigPtr makeConfig(const std::vector<Issued>& certs, const std::string& tlsExtra = "",
                                const std::string& top = "") {
-    std::string yaml = top + "frontends:\n  - name: web\n    bind: 127.0.0.1:8443\n    default_backend: b\n"
-                             "    tls:\n" + tlsExtra + "      certificates:\n";
-    for (const auto& c : certs) yaml += "        - { cert: " + c.certFile + ", key: " + c.keyFile + " }\n";
+    std::string yaml =
+        top +
+        "frontends:\n  - name: web\n    bind: 127.0.0.1:8443\n    default_backend: b\n"
+        "    tls:\n" +
+        tlsExtra + "      certificates:\n";
+    for (const auto& c : certs)
+      yaml += "        - { cert: " + c.certFile + ", key: " + c.keyFile + " }\n";
     yaml += "backends: [{ name: b, servers: [{ name: s, address: 127.0.0.1:9 }] }]\n";
     config::LoadOptions opt;
     opt.node = "lb1";
@@ -275,13 +283,14 @@ TEST_F(TlsHandshake, SniPicksTheCertificate) {
   struct Case {
     const char* sni;
     const char* cn;
-  } cases[] = {{"a.example.com", "a"},   {"A.EXAMPLE.COM", "a"}, {"x.b.example.com", "wild"},
+  } cases[] = {{"a.example.com", "a"},       {"A.EXAMPLE.COM", "a"},    {"x.b.example.com", "wild"},
                {"b.example.com", "default"}, {"other.test", "default"}, {nullptr, "default"}};
   for (const auto& c : cases) {
     SslPtr cl = clientSsl(cctx.get(), c.sni);
     SslPtr sv(tls->newSsl());
     join(cl.get(), sv.get());
-    ASSERT_TRUE(handshake(cl.get(), sv.get())) << (c.sni ? c.sni : "(no sni)") << ": " << lastSslError();
+    ASSERT_TRUE(handshake(cl.get(), sv.get()))
+        << (c.sni ? c.sni : "(no sni)") << ": " << lastSslError();
     EXPECT_EQ(peerCn(cl.get()), c.cn) << (c.sni ? c.sni : "(no sni)");
   }
 }
@@ -373,8 +382,8 @@ TEST_F(TlsHandshake, TicketsResumeOnThePeerOnceKeysAreShared) {
   auto nodeA = server(cfg, keysA);
   auto nodeB = server(cfg, keysB);
   for (int v : {TLS1_2_VERSION, TLS1_3_VERSION}) {
-    EXPECT_TRUE(resumesAcross(*nodeA, *nodeA, v)) << v;    // same node
-    EXPECT_FALSE(resumesAcross(*nodeA, *nodeB, v)) << v;   // keys not shared yet
+    EXPECT_TRUE(resumesAcross(*nodeA, *nodeA, v)) << v;   // same node
+    EXPECT_FALSE(resumesAcross(*nodeA, *nodeB, v)) << v;  // keys not shared yet
   }
   // State sync: each side hands its keys to the other.
   keysB->merge(keysA->toWire(clock.now()), clock.now());
@@ -460,9 +469,11 @@ TEST_F(TlsHandshake, AConnectionOutlivesTheContextItStartedWith) {
 class ClientTlsTest : public TlsHandshake {
  protected:
   std::shared_ptr<ClientTls> client(const std::string& tlsYaml) {
-    std::string yaml = "frontends: [{ name: f, bind: ':80', default_backend: b }]\n"
-                       "backends: [{ name: b, health: { type: tcp }, servers: [{ name: s, address: 127.0.0.1:9 }], tls: " +
-                       tlsYaml + " }]\n";
+    std::string yaml =
+        "frontends: [{ name: f, bind: ':80', default_backend: b }]\n"
+        "backends: [{ name: b, health: { type: tcp }, servers: [{ name: s, address: 127.0.0.1:9 "
+        "}], tls: " +
+        tlsYaml + " }]\n";
     config::LoadOptions opt;
     opt.node = "lb1";
     auto r = config::loadConfigString(yaml, pki_.dir() + "/c.yaml", opt);

@@ -111,9 +111,9 @@ TestPki::~TestPki() {
 Issued TestPki::issue(const std::string& name, const CertSpec& spec) {
   EVP_PKEY* key = makeKey(spec.key);
   X509* ca = static_cast<X509*>(caX509_);
-  X509* cert = spec.selfSigned
-                   ? makeCert(spec.commonName, key, nullptr, nullptr, spec, false)
-                   : makeCert(spec.commonName, key, ca, static_cast<EVP_PKEY*>(caKey_), spec, false);
+  X509* cert = spec.selfSigned ? makeCert(spec.commonName, key, nullptr, nullptr, spec, false)
+                               : makeCert(spec.commonName, key, ca, static_cast<EVP_PKEY*>(caKey_),
+                                          spec, false);
   Issued out{dir_ + "/" + name + ".pem", dir_ + "/" + name + ".key"};
   writePem(out.certFile, cert, spec.withChain ? ca : nullptr);
   writeKey(out.keyFile, key);

@@ -89,7 +89,8 @@ frontends:
 )") + kBackends);
   // backend and split together is an error; fix it and check the pin.
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(errors(r).find("routes[0].backend: give either backend or split"), std::string::npos) << errors(r);
+  EXPECT_NE(errors(r).find("routes[0].backend: give either backend or split"), std::string::npos)
+      << errors(r);
   r = load(std::string(R"(
 frontends:
   - name: web
@@ -130,16 +131,22 @@ frontends:
   std::string e = errors(r);
   EXPECT_NE(e.find("routes[0].split: weights must not all be 0"), std::string::npos) << e;
   EXPECT_NE(e.find("routes[0].split[1].backend: unknown backend 'nope'"), std::string::npos) << e;
-  EXPECT_NE(e.find("routes[1].split[1].backend: backend 'stable' is listed twice"), std::string::npos) << e;
+  EXPECT_NE(e.find("routes[1].split[1].backend: backend 'stable' is listed twice"),
+            std::string::npos)
+      << e;
   EXPECT_NE(e.find("routes[2].pin.cookie: is not a valid cookie name"), std::string::npos) << e;
   EXPECT_NE(e.find("routes[2].pin: only applies to a split"), std::string::npos) << e;
-  EXPECT_NE(e.find("routes[3].mirror.percent: must be a percentage above 0"), std::string::npos) << e;
-  EXPECT_NE(e.find("routes[3].mirror.backend: mirrors to the backend that serves the route"), std::string::npos)
+  EXPECT_NE(e.find("routes[3].mirror.percent: must be a percentage above 0"), std::string::npos)
       << e;
-  EXPECT_NE(e.find("routes[4].mirror.percent: must be a percentage above 0"), std::string::npos) << e;
-  EXPECT_NE(e.find("routes[4].retry.attempts: must be 0..5, got 9"), std::string::npos) << e;
-  EXPECT_NE(e.find("routes[4].retry.on[0]: must be connect_failure, reset, timeout, 5xx or a status"),
+  EXPECT_NE(e.find("routes[3].mirror.backend: mirrors to the backend that serves the route"),
             std::string::npos)
+      << e;
+  EXPECT_NE(e.find("routes[4].mirror.percent: must be a percentage above 0"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("routes[4].retry.attempts: must be 0..5, got 9"), std::string::npos) << e;
+  EXPECT_NE(
+      e.find("routes[4].retry.on[0]: must be connect_failure, reset, timeout, 5xx or a status"),
+      std::string::npos)
       << e;
   EXPECT_NE(e.find("routes[4].retry.on[1]: must be connect_failure"), std::string::npos) << e;
   EXPECT_NE(e.find("routes[5].split: needs at least one backend"), std::string::npos) << e;
@@ -195,9 +202,13 @@ backends:
 )");
   ASSERT_FALSE(r.ok());
   std::string e = errors(r);
-  EXPECT_NE(e.find("backends[0].queue: has no use without max_connections"), std::string::npos) << e;
-  EXPECT_NE(e.find("backends[0].retry_budget.percent: must be 0..100, got 150"), std::string::npos) << e;
-  EXPECT_NE(e.find("backends[0].retry_budget.window: must be between 100ms and 1h"), std::string::npos) << e;
+  EXPECT_NE(e.find("backends[0].queue: has no use without max_connections"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("backends[0].retry_budget.percent: must be 0..100, got 150"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("backends[0].retry_budget.window: must be between 100ms and 1h"),
+            std::string::npos)
+      << e;
 }
 
 TEST(PolicyConfig, TlsHandshakeTimeout) {

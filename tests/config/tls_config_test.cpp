@@ -90,7 +90,8 @@ TEST(TlsConfig, ExpiredCertificateIsAnErrorAtTheCertKey) {
   EXPECT_EQ(e->column, 17);
   EXPECT_NE(e->message.find("'" + old.certFile + "'"), std::string::npos) << e->message;
   EXPECT_NE(e->message.find("expired on"), std::string::npos) << e->message;
-  EXPECT_NE(e->toString().find(pki.dir() + "/halb.yaml:7:17: "), std::string::npos) << e->toString();
+  EXPECT_NE(e->toString().find(pki.dir() + "/halb.yaml:7:17: "), std::string::npos)
+      << e->toString();
 }
 
 TEST(TlsConfig, NotYetValidCertificateIsAnError) {
@@ -109,8 +110,10 @@ TEST(TlsConfig, NotYetValidCertificateIsAnError) {
 TEST(TlsConfig, CheckTimeIsInjectable) {
   TestPki pki;
   auto c = pki.issue("c", named({"c.example.com"}));  // valid for 30 days from now
-  std::string yaml = "frontends: [{ name: w, bind: ':443', default_backend: b, tls: { certificates: [{ cert: " +
-                     c.certFile + ", key: " + c.keyFile + " }] } }]\nbackends: [{ name: b, servers: [{ name: s, address: 10.0.0.1:80 }] }]\n";
+  std::string yaml =
+      "frontends: [{ name: w, bind: ':443', default_backend: b, tls: { certificates: [{ cert: " +
+      c.certFile + ", key: " + c.keyFile +
+      " }] } }]\nbackends: [{ name: b, servers: [{ name: s, address: 10.0.0.1:80 }] }]\n";
   LoadOptions opt;
   opt.node = "lb1";
   opt.nowUnix = static_cast<int64_t>(::time(nullptr)) + 60 * 86400;
@@ -135,7 +138,8 @@ TEST(TlsConfig, KeyOfAnotherCertificateIsAnErrorAtTheKeyKey) {
   ASSERT_NE(e, nullptr) << errors(r);
   EXPECT_EQ(e->line, 8);
   EXPECT_EQ(e->column, 16);
-  EXPECT_NE(e->message.find("key '" + b.keyFile + "' does not match the certificate in '" + a.certFile + "'"),
+  EXPECT_NE(e->message.find("key '" + b.keyFile + "' does not match the certificate in '" +
+                            a.certFile + "'"),
             std::string::npos)
       << e->message;
 }
@@ -156,8 +160,10 @@ TEST(TlsConfig, UnreadableAndMalformedFilesAreErrorsNamingTheFile) {
   auto good = pki.issue("good", named({"g.example.com"}));
   std::string garbage = pki.writeFile("garbage.pem", "this is not PEM\n");
   std::string truncated = pki.writeFile(
-      "trunc.pem", "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIC\n-----END CERTIFICATE-----\n");
-  std::string badKey = pki.writeFile("bad.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+      "trunc.pem",
+      "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIC\n-----END CERTIFICATE-----\n");
+  std::string badKey =
+      pki.writeFile("bad.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
   std::string missing = pki.dir() + "/missing.pem";
   auto r = loadWith(pki, {Issued{garbage, good.keyFile}, Issued{truncated, good.keyFile},
                           Issued{good.certFile, badKey}, Issued{missing, good.keyFile}});
@@ -171,10 +177,12 @@ TEST(TlsConfig, UnreadableAndMalformedFilesAreErrorsNamingTheFile) {
   EXPECT_NE(e1->message.find(truncated), std::string::npos) << e;
   const ConfigError* e2 = findError(r.errors, "frontends[0].tls.certificates[2].key");
   ASSERT_NE(e2, nullptr) << e;
-  EXPECT_NE(e2->message.find("'" + badKey + "' holds no usable PEM private key"), std::string::npos) << e;
+  EXPECT_NE(e2->message.find("'" + badKey + "' holds no usable PEM private key"), std::string::npos)
+      << e;
   const ConfigError* e3 = findError(r.errors, "frontends[0].tls.certificates[3].cert");
   ASSERT_NE(e3, nullptr) << e;
-  EXPECT_NE(e3->message.find("cannot read certificate file '" + missing + "': No such file"), std::string::npos)
+  EXPECT_NE(e3->message.find("cannot read certificate file '" + missing + "': No such file"),
+            std::string::npos)
       << e;
 }
 
@@ -182,10 +190,11 @@ TEST(TlsConfig, EncryptedKeyIsRefusedWithoutPrompting) {
   TestPki pki;
   auto good = pki.issue("good", named({"g.example.com"}));
   // An encrypted PEM header is enough: the loader must fail, not wait for a passphrase.
-  std::string enc = pki.writeFile("enc.key",
-                                  "-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
-                                  "MIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhJ0oZ4bGTn0QICCAAw\n"
-                                  "-----END ENCRYPTED PRIVATE KEY-----\n");
+  std::string enc =
+      pki.writeFile("enc.key",
+                    "-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
+                    "MIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhJ0oZ4bGTn0QICCAAw\n"
+                    "-----END ENCRYPTED PRIVATE KEY-----\n");
   auto r = loadWith(pki, {Issued{good.certFile, enc}});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(errors(r).find("encrypted keys are not supported"), std::string::npos) << errors(r);
@@ -228,10 +237,12 @@ TEST(TlsConfig, WarningsForGroupReadableKeyAndDuplicateNames) {
   auto r = loadWith(pki, {a, b});
   ASSERT_TRUE(r.ok()) << errors(r);
   std::string w = errors(r);
-  EXPECT_NE(w.find("certificates[1].key: warning: key file '" + b.keyFile + "' is accessible by group"),
-            std::string::npos)
+  EXPECT_NE(
+      w.find("certificates[1].key: warning: key file '" + b.keyFile + "' is accessible by group"),
+      std::string::npos)
       << w;
-  EXPECT_NE(w.find("'same.example.com' is also served by frontends[0].tls.certificates[0]"), std::string::npos)
+  EXPECT_NE(w.find("'same.example.com' is also served by frontends[0].tls.certificates[0]"),
+            std::string::npos)
       << w;
 }
 
@@ -245,10 +256,13 @@ TEST(TlsConfig, SettingsAndTheirErrors) {
                     "tls: { ticket_rotation: 1m, session_lifetime: 2h }\n");
   ASSERT_FALSE(r.ok());
   std::string e = errors(r);
-  EXPECT_NE(e.find("frontends[0].tls.min_version: must be one of 1.2, 1.3, got '1.1'"), std::string::npos) << e;
+  EXPECT_NE(e.find("frontends[0].tls.min_version: must be one of 1.2, 1.3, got '1.1'"),
+            std::string::npos)
+      << e;
   EXPECT_NE(e.find("frontends[0].tls.ciphers: no TLS 1.2 cipher"), std::string::npos) << e;
   EXPECT_NE(e.find("frontends[0].tls.ciphersuites: no TLS 1.3 suite"), std::string::npos) << e;
-  EXPECT_NE(e.find("tls.session_lifetime: must not exceed 64 x ticket_rotation"), std::string::npos) << e;
+  EXPECT_NE(e.find("tls.session_lifetime: must not exceed 64 x ticket_rotation"), std::string::npos)
+      << e;
 
   r = loadWith(pki, {a},
                "      min_version: 1.3\n"
@@ -266,14 +280,18 @@ TEST(TlsConfig, SettingsAndTheirErrors) {
 TEST(TlsConfig, ContinuityCannotCarryTls) {
   TestPki pki;
   auto a = pki.issue("a", named({"a.example.com"}));
-  std::string yaml = "frontends: [{ name: w, bind: ':443', default_backend: b, continuity: true, tls: { "
-                     "certificates: [{ cert: " + a.certFile + ", key: " + a.keyFile + " }] } }]\n"
-                     "backends: [{ name: b, servers: [{ name: s, address: 10.0.0.1:80 }] }]\n";
+  std::string yaml =
+      "frontends: [{ name: w, bind: ':443', default_backend: b, continuity: true, tls: { "
+      "certificates: [{ cert: " +
+      a.certFile + ", key: " + a.keyFile +
+      " }] } }]\n"
+      "backends: [{ name: b, servers: [{ name: s, address: 10.0.0.1:80 }] }]\n";
   LoadOptions opt;
   opt.node = "lb1";
   auto r = loadConfigString(yaml, "t.yaml", opt);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(errors(r).find("frontends[0].continuity: cannot carry TLS connections"), std::string::npos)
+  EXPECT_NE(errors(r).find("frontends[0].continuity: cannot carry TLS connections"),
+            std::string::npos)
       << errors(r);
 }
 
@@ -286,27 +304,32 @@ backends:
   - name: b
     servers: [{ name: s, address: 10.0.0.1:443 }]
     health: { type: tcp }
-    tls: { ca_file: )" + pki.caFile() + R"(, server_name: API.internal, min_version: 1.3 }
+    tls: { ca_file: )" +
+                     pki.caFile() + R"(, server_name: API.internal, min_version: 1.3 }
   - name: c
     servers: [{ name: s, address: 10.0.0.2:443 }]
     tls: { verify: false }
   - name: d
     servers: [{ name: s, address: 10.0.0.3:443 }]
     health: { type: http }
-    tls: { ca_file: )" + notCa + R"(, server_name: "bad name" }
+    tls: { ca_file: )" +
+                     notCa + R"(, server_name: "bad name" }
   - name: e
     servers: [{ name: s, address: 10.0.0.4:443 }]
-    tls: { verify: false, ca_file: )" + pki.caFile() + R"( }
+    tls: { verify: false, ca_file: )" +
+                     pki.caFile() + R"( }
 )";
   LoadOptions opt;
   opt.node = "lb1";
   auto r = loadConfigString(yaml, "t.yaml", opt);
   std::string e = errors(r);
-  EXPECT_NE(e.find("backends[2].tls.ca_file: CA file '" + notCa + "' holds no PEM certificate"), std::string::npos)
+  EXPECT_NE(e.find("backends[2].tls.ca_file: CA file '" + notCa + "' holds no PEM certificate"),
+            std::string::npos)
       << e;
   EXPECT_NE(e.find("backends[2].tls.server_name: must be a DNS host name"), std::string::npos) << e;
   EXPECT_NE(e.find("backends[2].tls: http health checks do not speak TLS"), std::string::npos) << e;
-  EXPECT_NE(e.find("backends[3].tls.ca_file: has no use with verify: false"), std::string::npos) << e;
+  EXPECT_NE(e.find("backends[3].tls.ca_file: has no use with verify: false"), std::string::npos)
+      << e;
   EXPECT_EQ(r.errors.size(), 4u) << e;
 
   yaml = yaml.substr(0, yaml.find("  - name: d"));

@@ -226,7 +226,9 @@ struct RecordingEvents : Events {
   std::vector<uint64_t> transfersReceived;
   std::vector<std::vector<repl::TicketKey>> ticketKeys;
 
-  void onTicketKeys(std::vector<repl::TicketKey> keys) override { ticketKeys.push_back(std::move(keys)); }
+  void onTicketKeys(std::vector<repl::TicketKey> keys) override {
+    ticketKeys.push_back(std::move(keys));
+  }
 
   void onPeerUp(std::string_view n) override {
     ++peerUp;
