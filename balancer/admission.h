@@ -20,20 +20,22 @@
 
 namespace halb::balancer {
 
-// A count that never exceeds its limit, whatever the threads racing on it do.
+// A count that never exceeds its limit, whatever the threads racing on it do. Sequentially
+// consistent on purpose: a waiter takes a queue place and then looks at the slots, a releaser
+// frees a slot and then looks at the queue; with anything weaker both could miss the other
+// (a lost wake-up). On x86 the read-modify-writes are locked instructions either way.
 class SlotCounter {
  public:
   // Takes a slot if fewer than `limit` are taken; limit 0 = unlimited.
   bool tryAcquire(uint32_t limit) {
-    uint32_t cur = n_.load(std::memory_order_relaxed);
+    uint32_t cur = n_.load();
     do {
       if (limit != 0 && cur >= limit) return false;
-    } while (!n_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel,
-                                       std::memory_order_relaxed));
+    } while (!n_.compare_exchange_weak(cur, cur + 1));
     return true;
   }
-  void release() { n_.fetch_sub(1, std::memory_order_acq_rel); }
-  uint32_t value() const { return n_.load(std::memory_order_relaxed); }
+  void release() { n_.fetch_sub(1); }
+  uint32_t value() const { return n_.load(); }
 
  private:
   std::atomic<uint32_t> n_{0};

@@ -542,6 +542,7 @@ class HttpSession final : public Session, private RequestView {
       releaseServer(false);
       co_return false;
     }
+    sc_->clean = true;  // the response is complete: a TLS session stays resumable
     releaseServer(serverReusable);
     if (closeAfter) co_return false;  // run() closes: a FIN, as nothing is left unread
     co_return true;
@@ -744,6 +745,7 @@ class HttpSession final : public Session, private RequestView {
     if (!sc_) return;
     if (reusable && sc_->buf.empty()) {
       ++sc_->requests;
+      sc_->clean = true;  // whenever the pool closes it, it is between messages
       worker_.putIdle(std::move(sc_), SteadyClock::now());
     } else {
       Buffer b = std::move(sc_->buf);

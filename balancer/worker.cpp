@@ -308,8 +308,14 @@ asio::awaitable<bool> Session::waitForSlot(const BackendView& backend, TimePoint
   slotWoken_ = false;
   slotWaiting_ = true;
   worker_.addWaiter(backend.id, this, deadline, again);
-  slotTimer_->expires_at(deadline);
-  co_await slotTimer_->async_wait(kUseTuple);
+  // A slot freed between our failed attempt and the registration above saw no waiter to
+  // wake: look once more now that we are visible (see SlotCounter).
+  if (slotFreeIn(backend)) {
+    slotWoken_ = true;
+  } else {
+    slotTimer_->expires_at(deadline);
+    co_await slotTimer_->async_wait(kUseTuple);
+  }
   slotWaiting_ = false;
   worker_.removeWaiter(backend.id, this);
   g.queued.release();
@@ -319,6 +325,15 @@ asio::awaitable<bool> Session::waitForSlot(const BackendView& backend, TimePoint
   }
   WorkerMetrics::inc(worker_.metrics().queueTimeouts);
   co_return false;
+}
+
+bool Session::slotFreeIn(const BackendView& backend) const {
+  for (const ServerView& s : backend.servers) {
+    if (!s.acceptsNew() || !s.stats) continue;
+    const uint32_t limit = backend.config && s.config ? backend.config->limitOf(*s.config) : 0;
+    if (limit == 0 || s.stats->admitted.value() < limit) return true;
+  }
+  return false;
 }
 
 void Session::wakeSlotWait() {

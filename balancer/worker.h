@@ -235,6 +235,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // is full or its timeout passes (false: answer 503). `again`: this admission waited before
   // and lost the race for the freed slot; it goes back to the head of the line.
   asio::awaitable<bool> waitForSlot(const BackendView& backend, TimePoint deadline, bool again);
+  // Whether some usable server of `backend` is below its limit right now.
+  bool slotFreeIn(const BackendView& backend) const;
 
   Worker& worker_;
   tcp::socket client_;

@@ -356,7 +356,10 @@ TEST_F(TlsFrontendTest, ReloadServesNewCertificatesAndKeepsOpenConnections) {
 TEST_F(TlsPolicyTest, TlsToServersIsVerifiedAndPooled) {
   auto cert = pki_.issue("api", named("api.internal", {"api.internal"}));
   testing::TlsHttpBackend api("api1", cert.certFile, cert.keyFile);
-  std::string y = fill(std::string(kHeader) + R"(
+  std::string y = fill(std::string(R"(
+workers: 2
+timeouts: { connect: 500ms, server_response: 2s, keep_alive: 5s, server_idle: 200ms }
+)") + R"(
 frontends:
   - { name: web, bind: 127.0.0.1:1, routes: [{ match: { path_prefix: /good }, backend: good }, { backend: bad }] }
 backends:
@@ -382,6 +385,12 @@ backends:
   }
   // Keep-alive to the server: one TLS connection (workers: 2, one client connection).
   EXPECT_EQ(api.handshakes(), 1);
+  // The pool closes the idle connection (server_idle); the next one resumes the session.
+  std::this_thread::sleep_for(700ms);
+  auto again = testing::get(run->port("web"), "/good/again");
+  EXPECT_EQ(again.status, 200);
+  EXPECT_EQ(api.handshakes(), 2);
+  EXPECT_EQ(api.resumed(), 1);
   // A server whose certificate does not carry the configured name is not used.
   auto r = testing::get(run->port("web"), "/other");
   EXPECT_EQ(r.status, 503) << r.head;
