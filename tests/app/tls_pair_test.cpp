@@ -196,6 +196,42 @@ TEST_F(TlsPair, SessionResumesOnThePeerAfterTheFirstNodeDies) {
   b.kill(SIGTERM);
 }
 
+TEST_F(TlsPair, ReloadServesTheRenewedCertificateWithoutDroppingConnections) {
+  const uint16_t https = freePort(), admin = freePort(), sync = freePort(), peer = freePort();
+  std::string file = config("lb1", https, admin, sync, peer);
+  Proc a;
+  a.pid = spawn({"run", "-c", file, "--node", "lb1"}, pki_.dir() + "/lb1.log");
+  testing::TlsClientOptions o;
+  o.sni = "www.example.com";
+  ASSERT_TRUE(waitFor([&] { return testing::TlsClient(https, o).ok(); }, 10s))
+      << slurp(pki_.dir() + "/lb1.log");
+  testing::TlsClient before(https, o);
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before.peerCommonName(), "www.example.com");
+  ASSERT_EQ(before.request("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n").status, 200);
+
+  // The certificate is renewed in place (same files), then SIGHUP.
+  testing::CertSpec spec;
+  spec.commonName = "www.example.com renewed";
+  spec.dnsNames = {"www.example.com"};
+  auto renewed = pki_.issue("renewed", spec);
+  ASSERT_EQ(::rename(renewed.certFile.c_str(), cert_.certFile.c_str()), 0);
+  ASSERT_EQ(::rename(renewed.keyFile.c_str(), cert_.keyFile.c_str()), 0);
+  ::kill(a.pid, SIGHUP);
+  EXPECT_TRUE(waitFor(
+      [&] {
+        testing::TlsClient c(https, o);
+        return c.ok() && c.peerCommonName() == "www.example.com renewed";
+      },
+      10s))
+      << slurp(pki_.dir() + "/lb1.log");
+  // The connection made before the reload carries on with its certificate.
+  EXPECT_EQ(before.request("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n").status, 200);
+  EXPECT_EQ(before.peerCommonName(), "www.example.com");
+  EXPECT_NE(metricsOf(admin).find("halb_config_reloads_total{result=\"ok\"} 1"), std::string::npos);
+  a.kill(SIGTERM);
+}
+
 TEST_F(TlsPair, CheckRefusesExpiredAndMismatchedCertificates) {
   testing::CertSpec old;
   old.commonName = "old.example.com";
