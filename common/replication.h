@@ -77,7 +77,7 @@ struct ConnEntry {
 // A TLS session-ticket key (balancer/tls.h): 16-byte name, AES-256 key, HMAC-SHA256 key, the
 // layout of RFC 5077 §4's recommended ticket construction. Both nodes hold the same keys, so a
 // ticket one node sealed opens on the other and resumption survives a failover. Sent whole
-// (the set is small) and never logged; on the wire it is encrypted (statesync protocol §13).
+// (the set is small) and never logged; on the wire it is encrypted (statesync protocol §14).
 struct TicketKey {
   std::array<uint8_t, 16> name{};
   std::array<uint8_t, 32> aesKey{};
